@@ -1,0 +1,193 @@
+//! Status conditions: the types, and how a new set is merged with the previous one so that
+//! `lastTransitionTime` only moves when a condition's status actually changes.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::{Schema, SchemaGenerator, json_schema};
+
+pub const NAMESPACES_READY: &str = "NamespacesReady";
+pub const NETWORK_ISOLATED: &str = "NetworkIsolated";
+pub const ACCESS_BOUND: &str = "AccessBound";
+pub const QUOTA_APPLIED: &str = "QuotaApplied";
+pub const IDENTITY_READY: &str = "IdentityReady";
+pub const KEY_READY: &str = "KeyReady";
+pub const BUCKET_READY: &str = "BucketReady";
+pub const BUCKET_SECURED: &str = "BucketSecured";
+pub const READY: &str = "Ready";
+/// Set only while a Delete-policy tenant cannot be removed yet (for example a non-empty bucket).
+pub const DELETION_BLOCKED: &str = "DeletionBlocked";
+
+/// Every condition that must be True for Ready, in the order they are reported.
+pub const PARTS: [&str; 8] = [
+    NAMESPACES_READY,
+    NETWORK_ISOLATED,
+    ACCESS_BOUND,
+    QUOTA_APPLIED,
+    IDENTITY_READY,
+    KEY_READY,
+    BUCKET_READY,
+    BUCKET_SECURED,
+];
+
+/// A condition as the reconciler decides it, before timestamps and generation are attached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub type_: &'static str,
+    pub ok: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+impl Verdict {
+    pub fn ok(type_: &'static str, reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Verdict {
+            type_,
+            ok: true,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn failed(
+        type_: &'static str,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Verdict {
+            type_,
+            ok: false,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Turns verdicts into conditions, keeping the previous `lastTransitionTime` of every condition
+/// whose status did not change, so that an unchanged tenant gets a byte-identical status.
+pub fn merge(
+    previous: &[Condition],
+    verdicts: &[Verdict],
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
+    verdicts
+        .iter()
+        .map(|v| {
+            let status = if v.ok { "True" } else { "False" };
+            let last_transition_time = previous
+                .iter()
+                .find(|c| c.type_ == v.type_ && c.status == status)
+                .map(|c| c.last_transition_time.clone())
+                .unwrap_or_else(|| now.clone());
+            Condition {
+                type_: v.type_.to_string(),
+                status: status.to_string(),
+                reason: v.reason.clone(),
+                message: v.message.clone(),
+                observed_generation: generation,
+                last_transition_time,
+            }
+        })
+        .collect()
+}
+
+/// Ready summarises the parts: True when all are, otherwise False naming the first that is not.
+pub fn ready(parts: &[Verdict]) -> Verdict {
+    match parts.iter().find(|v| !v.ok) {
+        None => Verdict::ok(
+            READY,
+            "Provisioned",
+            "every namespace, policy, binding, quota and AWS resource is in place and verified",
+        ),
+        Some(v) => Verdict::failed(
+            READY,
+            v.reason.clone(),
+            format!("{}: {}", v.type_, v.message),
+        ),
+    }
+}
+
+pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+    find(conditions, type_).is_some_and(|c| c.status == "True")
+}
+
+/// Schema of `status.conditions`: metav1.Condition items in a list keyed by `type`.
+pub fn conditions_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"],
+        "items": {
+            "type": "object",
+            "required": ["type", "status", "lastTransitionTime", "reason", "message"],
+            "properties": {
+                "type": {"type": "string", "maxLength": 316, "description": "Type of condition in CamelCase."},
+                "status": {"type": "string", "enum": ["True", "False", "Unknown"], "description": "True, False or Unknown."},
+                "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0, "description": "The metadata.generation the condition was set for."},
+                "lastTransitionTime": {"type": "string", "format": "date-time", "description": "When the status last changed."},
+                "reason": {"type": "string", "maxLength": 1024, "description": "Why, in CamelCase."},
+                "message": {"type": "string", "maxLength": 32768, "description": "What happened and what to do, for a person."}
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn at(secs: i64) -> Time {
+        Time(Timestamp::from_second(secs).unwrap())
+    }
+
+    #[test]
+    fn unchanged_status_keeps_its_transition_time() {
+        let first = merge(
+            &[],
+            &[Verdict::ok(KEY_READY, "Created", "ok")],
+            Some(1),
+            &at(100),
+        );
+        let second = merge(
+            &first,
+            &[Verdict::ok(KEY_READY, "Created", "ok")],
+            Some(1),
+            &at(200),
+        );
+        assert_eq!(first, second);
+    }
+
+    #[test]
+    fn changed_status_moves_its_transition_time() {
+        let first = merge(
+            &[],
+            &[Verdict::ok(KEY_READY, "Created", "ok")],
+            Some(1),
+            &at(100),
+        );
+        let second = merge(
+            &first,
+            &[Verdict::failed(KEY_READY, "AccessDenied", "no")],
+            Some(2),
+            &at(200),
+        );
+        assert_eq!(second[0].last_transition_time, at(200));
+        assert_eq!(second[0].status, "False");
+    }
+
+    #[test]
+    fn ready_names_the_first_failing_part() {
+        let parts = vec![
+            Verdict::ok(NAMESPACES_READY, "Created", "ok"),
+            Verdict::failed(BUCKET_READY, "AccessDenied", "s3:CreateBucket denied"),
+        ];
+        let r = ready(&parts);
+        assert!(!r.ok);
+        assert_eq!(r.reason, "AccessDenied");
+        assert!(r.message.starts_with("BucketReady:"));
+    }
+}

@@ -1,0 +1,505 @@
+//! The `ImagingTenant` custom resource: types, schema, CEL rules and defaults.
+//!
+//! This module is the source of the CRD (`imaging-tenant-operator crd`). Everything that can be
+//! judged from the object alone is expressed here as an OpenAPI constraint or a CEL rule, so the
+//! apiserver rejects it at admission and `plan` rejects it offline with the same rules.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub mod condition;
+
+pub const GROUP: &str = "imaging.tenancy.dev";
+pub const VERSION: &str = "v1alpha1";
+pub const KIND: &str = "ImagingTenant";
+
+/// Longest tenant name. Namespaces are `<tenant>` or `<tenant>-<suffix>` (63 at most), and the
+/// bucket, alias and role names derived from it must stay within their AWS limits with room for a
+/// prefix and a hash (see `desired::names`).
+pub const MAX_TENANT_NAME: usize = 40;
+
+/// A healthcare group's isolated infrastructure for medical images.
+///
+/// One ImagingTenant becomes dedicated namespaces with default-deny NetworkPolicies, RBAC
+/// bindings, a ResourceQuota and LimitRange, a workload ServiceAccount, and in AWS an IAM role, a
+/// customer-managed KMS key and an S3 bucket that only this tenant can reach.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "imaging.tenancy.dev",
+    version = "v1alpha1",
+    kind = "ImagingTenant",
+    plural = "imagingtenants",
+    singular = "imagingtenant",
+    shortname = "itn",
+    category = "imaging",
+    status = "ImagingTenantStatus",
+    cel,
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "Namespaces", type_ = "string", json_path = ".status.namespaces"),
+    printcolumn(name = "Bucket", type_ = "string", json_path = ".status.bucket.name"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.size() <= 40").message("metadata.name must be at most 40 characters so that namespace, bucket, key alias and role names derived from it fit"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS-1123 label: lowercase letters, digits and '-', starting with a letter and ending with a letter or digit"),
+    validation = Rule::new("self.metadata.name != 'default' && !self.metadata.name.startsWith('kube-') && !self.metadata.name.startsWith('openshift-')").message("metadata.name must not be 'default' or start with 'kube-' or 'openshift-': those namespaces belong to the platform"),
+    validation = Rule::new("!has(self.spec.namespaces) || self.spec.namespaces.all(n, n.name == self.metadata.name || n.name.startsWith(self.metadata.name + '-'))").message("every spec.namespaces[].name must be the tenant name or start with '<tenant name>-'"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagingTenantSpec {
+    /// Human-readable name of the healthcare group, shown in status and events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub display_name: Option<String>,
+
+    /// Namespaces dedicated to this tenant. Each must be the tenant name or start with
+    /// '<tenant name>-'. Defaults to one namespace named after the tenant. A namespace that
+    /// already exists and does not belong to this tenant is reported as a conflict, never taken
+    /// over.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(
+        validation = Rule::new("self.all(a, self.exists_one(b, b.name == a.name))").message("spec.namespaces[].name must be unique"),
+    )]
+    pub namespaces: Vec<TenantNamespace>,
+
+    /// Who may use the tenant's namespaces: admins get the ClusterRole 'admin', editors 'edit'
+    /// and viewers 'view', bound by RoleBindings in every tenant namespace and nowhere else.
+    #[serde(default)]
+    pub access: Access,
+
+    /// Traffic allowed in addition to the default: everything is denied except traffic among the
+    /// tenant's own namespaces and DNS.
+    #[serde(default)]
+    pub network: Network,
+
+    /// Resource limits applied to every tenant namespace.
+    #[serde(default)]
+    pub quota: Quota,
+
+    /// Settings of the tenant's S3 bucket.
+    #[serde(default)]
+    pub storage: Storage,
+
+    /// Settings of the tenant's KMS key.
+    #[serde(default)]
+    pub encryption: Encryption,
+
+    /// Tags copied onto every AWS resource of the tenant when it is created. Keys starting with
+    /// 'aws:' or 'imaging.tenancy.dev/' are reserved.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(length(max = 40))]
+    #[x_kube(
+        validation = Rule::new("self.all(k, !k.startsWith('aws:') && !k.startsWith('imaging.tenancy.dev/') && k != 'app.kubernetes.io/managed-by')").message("spec.tags keys must not start with 'aws:' or 'imaging.tenancy.dev/' and must not be 'app.kubernetes.io/managed-by': the operator sets those"),
+        validation = Rule::new("self.all(k, k.size() >= 1 && k.size() <= 128 && k.matches('^[\\\\p{L}\\\\p{Z}\\\\p{N}_.:/=+\\\\-@]*$'))").message("spec.tags keys must be 1 to 128 letters, digits, spaces or _ . : / = + - @"),
+        validation = Rule::new("self.all(k, self[k].size() <= 256 && self[k].matches('^[\\\\p{L}\\\\p{Z}\\\\p{N}_.:/=+\\\\-@]*$'))").message("spec.tags values must be at most 256 letters, digits, spaces or _ . : / = + - @"),
+    )]
+    pub tags: BTreeMap<String, String>,
+
+    /// What happens to the tenant's resources when the ImagingTenant is deleted, or a namespace
+    /// is removed from spec.namespaces. Retain (the default) deletes nothing and detaches
+    /// everything; Delete removes namespaces and the IAM role, deletes the bucket only when it is
+    /// empty, and then schedules the KMS key for deletion. Objects in the bucket are never deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// A namespace dedicated to the tenant.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantNamespace {
+    /// Namespace name: a DNS-1123 label equal to the tenant name or starting with
+    /// '<tenant name>-'. 'default' and 'kube-*' are reserved.
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(
+        validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("namespace name must be a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit"),
+        validation = Rule::new("self != 'default' && !self.startsWith('kube-') && !self.startsWith('openshift-')").message("namespaces 'default', 'kube-*' and 'openshift-*' belong to the platform and cannot be claimed by a tenant"),
+    )]
+    pub name: String,
+}
+
+/// Subjects bound to the built-in ClusterRoles in every tenant namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Access {
+    /// Subjects bound to the ClusterRole 'admin' in every tenant namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub admins: Vec<Subject>,
+    /// Subjects bound to the ClusterRole 'edit' in every tenant namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub editors: Vec<Subject>,
+    /// Subjects bound to the ClusterRole 'view' in every tenant namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub viewers: Vec<Subject>,
+}
+
+/// A user, group or ServiceAccount, as in a RoleBinding.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.kind == 'ServiceAccount' ? has(self.__namespace__) : !has(self.__namespace__)").message("namespace is required for kind ServiceAccount and not allowed for User or Group"),
+)]
+pub struct Subject {
+    /// User, Group or ServiceAccount.
+    pub kind: SubjectKind,
+    /// Name of the user, group or ServiceAccount as the cluster's authenticator reports it.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.trim().size() > 0").message("subject name must not be empty or blank"))]
+    pub name: String,
+    /// Namespace of the ServiceAccount (only for kind ServiceAccount).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
+}
+
+/// Kind of an RBAC subject.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum SubjectKind {
+    User,
+    Group,
+    ServiceAccount,
+}
+
+impl SubjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubjectKind::User => "User",
+            SubjectKind::Group => "Group",
+            SubjectKind::ServiceAccount => "ServiceAccount",
+        }
+    }
+}
+
+/// Traffic the tenant's pods may have beyond their own namespaces and DNS.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Network {
+    /// Namespaces whose pods may open connections to the tenant's pods, for example the ingress
+    /// controller's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub allow_ingress_from: Vec<IngressPeer>,
+    /// Extra destinations the tenant's pods may reach on TCP 443, for example VPC endpoints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub allow_egress_to: Vec<EgressPeer>,
+}
+
+/// A namespace allowed to reach the tenant's pods.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressPeer {
+    /// Name of the namespace (matched by its kubernetes.io/metadata.name label, which only the
+    /// apiserver sets).
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("namespace must be a DNS-1123 label"))]
+    pub namespace: String,
+}
+
+/// A network the tenant's pods may reach on TCP 443.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EgressPeer {
+    /// IPv4 or IPv6 CIDR, for example 10.20.0.0/16. The whole internet (a /0) is not accepted:
+    /// list the networks the tenant needs.
+    #[schemars(length(min = 1, max = 43))]
+    #[x_kube(
+        validation = Rule::new("isCIDR(self)").message("cidr must be a CIDR such as 10.20.0.0/16"),
+        validation = Rule::new("!isCIDR(self) || cidr(self).prefixLength() > 0").message("cidr must not be a /0: egress to every address defeats isolation; list the networks the tenant needs"),
+    )]
+    pub cidr: String,
+    /// TCP ports allowed to that network. Defaults to 443.
+    #[serde(default = "default_egress_ports")]
+    #[schemars(length(min = 1, max = 8))]
+    pub ports: Vec<Port>,
+}
+
+/// A TCP port number.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(transparent)]
+pub struct Port(#[schemars(range(min = 1, max = 65535))] pub i32);
+
+fn default_egress_ports() -> Vec<Port> {
+    vec![Port(443)]
+}
+
+/// ResourceQuota and LimitRange settings for every tenant namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Quota {
+    /// ResourceQuota hard limits per namespace, as Kubernetes quantities, for example
+    /// requests.cpu: "8", requests.memory: 32Gi, requests.storage: 1Ti, persistentvolumeclaims: "20".
+    #[serde(default = "default_quota_hard")]
+    #[schemars(length(max = 32))]
+    #[x_kube(
+        validation = Rule::new("self.all(k, k.size() <= 253 && k.matches('^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[a-zA-Z0-9]([-a-zA-Z0-9_./]*[a-zA-Z0-9])?$'))").message("quota.hard keys must be resource names such as requests.cpu, limits.memory, requests.storage, persistentvolumeclaims or count/services"),
+        validation = Rule::new("self.all(k, isQuantity(string(self[k])))").message("quota.hard values must be Kubernetes quantities such as \"8\", 500m, 32Gi or 1Ti"),
+    )]
+    pub hard: BTreeMap<String, IntOrString>,
+    /// Default requests given by the LimitRange to containers that set none, so that pods
+    /// without requests still run under the quota. Defaults to cpu 100m and memory 128Mi.
+    #[serde(default = "default_container_requests")]
+    #[schemars(length(max = 8))]
+    #[x_kube(validation = Rule::new("self.all(k, isQuantity(string(self[k])))").message("quota.defaultRequest values must be Kubernetes quantities such as 100m or 128Mi"))]
+    pub default_request: BTreeMap<String, IntOrString>,
+    /// Default limits given by the LimitRange to containers that set none. Empty by default
+    /// (containers without limits are not limited); set this when quota.hard limits `limits.*`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(length(max = 8))]
+    #[x_kube(validation = Rule::new("self.all(k, isQuantity(string(self[k])))").message("quota.defaultLimit values must be Kubernetes quantities such as 1 or 1Gi"))]
+    pub default_limit: BTreeMap<String, IntOrString>,
+}
+
+impl Default for Quota {
+    fn default() -> Self {
+        Quota {
+            hard: default_quota_hard(),
+            default_request: default_container_requests(),
+            default_limit: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_quota_hard() -> BTreeMap<String, IntOrString> {
+    [
+        ("requests.cpu", "8"),
+        ("requests.memory", "32Gi"),
+        ("requests.storage", "1Ti"),
+        ("persistentvolumeclaims", "20"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), IntOrString::String(v.to_string())))
+    .collect()
+}
+
+fn default_container_requests() -> BTreeMap<String, IntOrString> {
+    [("cpu", "100m"), ("memory", "128Mi")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), IntOrString::String(v.to_string())))
+        .collect()
+}
+
+/// Settings of the tenant's S3 bucket.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.retention) || self.versioning").message("storage.retention (S3 Object Lock) requires storage.versioning: true"),
+    validation = Rule::new("!has(oldSelf.retention) || has(self.retention)").message("storage.retention cannot be removed once set: Object Lock retention may only grow stricter"),
+    validation = Rule::new("!has(self.retention) || !has(self.lifecycle) || !has(self.lifecycle.expireNoncurrentAfterDays) || self.lifecycle.expireNoncurrentAfterDays >= self.retention.days").message("storage.lifecycle.expireNoncurrentAfterDays must be at least storage.retention.days"),
+)]
+pub struct Storage {
+    /// Keep every version of every object. Defaults to true and cannot be turned off once on
+    /// (S3 can only suspend versioning, and the operator keeps it on).
+    #[serde(default = "default_true")]
+    #[x_kube(validation = Rule::new("self || !oldSelf").message("storage.versioning cannot be turned off once it is on"))]
+    pub versioning: bool,
+    /// S3 Object Lock default retention. Object Lock is enabled when the bucket is created; mode
+    /// and days may only grow stricter (Governance to Compliance, more days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+    /// Lifecycle rules: archive current objects and expire old versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Lifecycle>,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            versioning: true,
+            retention: None,
+            lifecycle: None,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// S3 Object Lock default retention.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!(oldSelf.mode == 'Compliance' && self.mode == 'Governance')").message("storage.retention.mode cannot change from Compliance to Governance: retention may only grow stricter"),
+    validation = Rule::new("self.days >= oldSelf.days").message("storage.retention.days cannot decrease: retention may only grow stricter"),
+)]
+pub struct Retention {
+    /// Governance (privileged users can shorten it) or Compliance (nobody can, not even the
+    /// account root).
+    pub mode: RetentionMode,
+    /// Days every new object version is protected from deletion and overwrite (1 to 36500).
+    #[schemars(range(min = 1, max = 36500))]
+    pub days: i32,
+}
+
+/// S3 Object Lock retention mode.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RetentionMode {
+    Governance,
+    Compliance,
+}
+
+/// Lifecycle rules of the tenant's bucket.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Lifecycle {
+    /// Move current objects to the archive storage class this many days after creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub archive_after_days: Option<i32>,
+    /// Storage class used for archiving. Defaults to GLACIER_IR (millisecond retrieval, suited
+    /// to images a radiologist may reopen).
+    #[serde(default)]
+    pub archive_storage_class: ArchiveStorageClass,
+    /// Permanently remove noncurrent (overwritten or deleted) object versions this many days
+    /// after they became noncurrent. Current objects are never expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub expire_noncurrent_after_days: Option<i32>,
+}
+
+/// S3 storage class for archived objects.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+pub enum ArchiveStorageClass {
+    #[default]
+    GLACIER_IR,
+    GLACIER,
+    DEEP_ARCHIVE,
+    STANDARD_IA,
+}
+
+impl ArchiveStorageClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArchiveStorageClass::GLACIER_IR => "GLACIER_IR",
+            ArchiveStorageClass::GLACIER => "GLACIER",
+            ArchiveStorageClass::DEEP_ARCHIVE => "DEEP_ARCHIVE",
+            ArchiveStorageClass::STANDARD_IA => "STANDARD_IA",
+        }
+    }
+}
+
+/// Settings of the tenant's KMS key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Encryption {
+    /// Waiting period, 7 to 30 days, used only when deletionPolicy is Delete and the key is
+    /// scheduled for deletion after the bucket is gone.
+    #[serde(default = "default_deletion_window")]
+    #[schemars(range(min = 7, max = 30))]
+    pub deletion_window_days: i32,
+}
+
+impl Default for Encryption {
+    fn default() -> Self {
+        Encryption {
+            deletion_window_days: default_deletion_window(),
+        }
+    }
+}
+
+fn default_deletion_window() -> i32 {
+    30
+}
+
+/// What deleting the tenant does to its resources.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Delete nothing: detach namespaces and AWS resources and tag them as retained.
+    #[default]
+    Retain,
+    /// Delete namespaces and the role; delete the bucket only when empty; then schedule the
+    /// key's deletion.
+    Delete,
+}
+
+/// Observed state of an ImagingTenant.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagingTenantStatus {
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// NamespacesReady, NetworkIsolated, AccessBound, QuotaApplied, IdentityReady, KeyReady,
+    /// BucketReady, BucketSecured and Ready, each with a reason and a message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "condition::conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// Namespaces the tenant owns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// The tenant's S3 bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<BucketStatus>,
+    /// The tenant's KMS key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<KeyStatus>,
+    /// The tenant's IAM role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<RoleStatus>,
+}
+
+/// The tenant's S3 bucket.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BucketStatus {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub arn: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub region: String,
+}
+
+/// The tenant's KMS key.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyStatus {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub arn: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub alias: String,
+}
+
+/// The tenant's IAM role.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleStatus {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub arn: String,
+}
+
+impl ImagingTenant {
+    /// The tenant's name (cluster-scoped objects always have one once stored).
+    pub fn tenant_name(&self) -> &str {
+        self.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    /// The namespaces the tenant owns: spec.namespaces, or one named after the tenant.
+    pub fn namespace_names(&self) -> Vec<String> {
+        if self.spec.namespaces.is_empty() {
+            vec![self.tenant_name().to_string()]
+        } else {
+            self.spec
+                .namespaces
+                .iter()
+                .map(|n| n.name.clone())
+                .collect()
+        }
+    }
+}
+
+/// The CRD as YAML, as `imaging-tenant-operator crd` prints it and `crds/` holds it.
+pub fn crd_yaml() -> String {
+    let crd = ImagingTenant::crd();
+    serde_yaml::to_string(&crd).expect("the CRD serializes to YAML")
+}

@@ -1,0 +1,1 @@
+//! What a reconcile needs from AWS, and the AWS implementation.

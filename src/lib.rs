@@ -1,0 +1,9 @@
+//! imaging-tenant-operator: one `ImagingTenant` becomes a healthcare group's isolated namespaces,
+//! network policies, RBAC, quotas, IAM role, KMS key and S3 bucket, and is kept that way.
+
+pub mod api;
+pub mod cloud;
+pub mod config;
+pub mod desired;
+pub mod plan;
+pub mod run;

@@ -1,0 +1,42 @@
+//! imaging-tenant-operator: `run` the controller, `plan` a manifest offline, print the `crd`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use imaging_tenant_operator::{api, plan, run};
+
+#[derive(Parser)]
+#[command(name = "imaging-tenant-operator", version, about = "Isolated namespaces, network policies, RBAC, quotas, IAM role, KMS key and S3 bucket for every healthcare group")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller.
+    Run(Box<run::RunArgs>),
+    /// Validate tenant manifests offline and print everything the operator would create.
+    Plan {
+        /// Multi-document YAML file of ImagingTenants, or '-' for standard input.
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        #[command(flatten)]
+        settings: plan::PlanSettings,
+    },
+    /// Print the ImagingTenant CustomResourceDefinition.
+    Crd,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => {
+            print!("{}", api::crd_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::Plan { file, settings } => plan::main(&file, &settings),
+        Command::Run(args) => run::main(*args),
+    }
+}
