@@ -1,0 +1,60 @@
+//! Real parts for integration tests (see "Tests: real parts" in the design).
+//!
+//! Each integration test file declares `mod support;` and gets, shared by the tests of that
+//! binary and started on first use:
+//!
+//! - [`ControlPlane::shared`]: etcd, kube-apiserver and kube-controller-manager on loopback,
+//!   built by `make k8s-bin`. Hand out clients with [`ControlPlane::client`] and
+//!   [`ControlPlane::client_as`] inside each test, since every `#[tokio::test]` has its own
+//!   runtime.
+//! - [`Moto::shared`]: `moto_server` for S3, KMS, IAM and STS, installed by `make moto`.
+//!
+//! Tests share these, so each test creates its own namespaces and cloud resources with
+//! [`unique_name`]. All processes and scratch files go away when the binary exits, whether the
+//! tests passed, panicked or the binary was killed.
+
+// Each test binary uses a different subset of the harness.
+#![allow(dead_code, unused_imports)]
+
+mod certs;
+mod control_plane;
+mod moto;
+mod net;
+mod process;
+mod wait;
+
+pub use control_plane::{ControlPlane, tool_path};
+pub use moto::Moto;
+pub use process::{ManagedProcess, log_tail, scratch_dir, spawn_managed};
+pub use wait::{unique_name, wait_for};
+
+/// Selects rustls' process-wide crypto provider. The dependency tree enables both `ring` and
+/// `aws-lc-rs`, and then rustls refuses to guess; kube's TLS is configured for `ring`.
+/// Called by the `shared()` constructors, so tests need not call it themselves.
+pub fn install_crypto_provider() {
+    // An error only means a provider is already installed, which is just as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The `code` of a Kubernetes API error (403, 404, 409, 422, ...), or `None` for other errors.
+pub fn api_error_code(error: &kube::Error) -> Option<u16> {
+    match error {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}
+
+/// Creates a namespace named `prefix-<unique>` and returns its name.
+pub async fn create_namespace(client: &kube::Client, prefix: &str) -> String {
+    use k8s_openapi::api::core::v1::Namespace;
+    let name = unique_name(prefix);
+    let namespace: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name, "labels": { "imaging-tenant-operator.test/harness": "true" } },
+    }))
+    .expect("a valid Namespace");
+    kube::Api::<Namespace>::all(client.clone())
+        .create(&Default::default(), &namespace)
+        .await
+        .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
+    name
+}
