@@ -5,8 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 
 /// Paths of the PEM files written by [`write_pki`].
@@ -41,58 +40,31 @@ pub fn write_pki(dir: &Path) -> Result<Pki, String> {
 
     let ca_key = KeyPair::generate().map_err(err("CA key"))?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err("CA"))?;
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "imaging-tenant-operator test CA");
+    ca_params.distinguished_name.push(DnType::CommonName, "imaging-tenant-operator test CA");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    ca_params.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let ca_cert = ca_params.self_signed(&ca_key).map_err(err("CA"))?;
     let ca = Issuer::new(ca_params, ca_key);
 
     let serving_key = KeyPair::generate().map_err(err("serving key"))?;
-    let mut serving_params = CertificateParams::new(
-        SERVING_NAMES
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>(),
-    )
-    .map_err(err("serving certificate"))?;
-    serving_params
-        .distinguished_name
-        .push(DnType::CommonName, "kube-apiserver");
-    serving_params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
+    let mut serving_params = CertificateParams::new(SERVING_NAMES.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .map_err(err("serving certificate"))?;
+    serving_params.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+    serving_params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     serving_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     serving_params.use_authority_key_identifier_extension = true;
-    let serving_cert = serving_params
-        .signed_by(&serving_key, &ca)
-        .map_err(err("serving certificate"))?;
+    let serving_cert = serving_params.signed_by(&serving_key, &ca).map_err(err("serving certificate"))?;
 
     // Organization becomes the Kubernetes group: system:masters bypasses RBAC.
     let admin_key = KeyPair::generate().map_err(err("admin key"))?;
-    let mut admin_params =
-        CertificateParams::new(Vec::<String>::new()).map_err(err("admin certificate"))?;
-    admin_params
-        .distinguished_name
-        .push(DnType::CommonName, "ito-test-admin");
-    admin_params
-        .distinguished_name
-        .push(DnType::OrganizationName, "system:masters");
-    admin_params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
+    let mut admin_params = CertificateParams::new(Vec::<String>::new()).map_err(err("admin certificate"))?;
+    admin_params.distinguished_name.push(DnType::CommonName, "ito-test-admin");
+    admin_params.distinguished_name.push(DnType::OrganizationName, "system:masters");
+    admin_params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     admin_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     admin_params.use_authority_key_identifier_extension = true;
-    let admin_cert = admin_params
-        .signed_by(&admin_key, &ca)
-        .map_err(err("admin certificate"))?;
+    let admin_cert = admin_params.signed_by(&admin_key, &ca).map_err(err("admin certificate"))?;
 
     let service_account_key = KeyPair::generate().map_err(err("service account key"))?;
 
@@ -111,14 +83,8 @@ pub fn write_pki(dir: &Path) -> Result<Pki, String> {
         (&pki.serving_key, serving_key.serialize_pem()),
         (&pki.admin_cert, admin_cert.pem()),
         (&pki.admin_key, admin_key.serialize_pem()),
-        (
-            &pki.service_account_key,
-            service_account_key.serialize_pem(),
-        ),
-        (
-            &pki.service_account_public_key,
-            service_account_key.public_key_pem(),
-        ),
+        (&pki.service_account_key, service_account_key.serialize_pem()),
+        (&pki.service_account_public_key, service_account_key.public_key_pem()),
     ];
     for (path, pem) in files {
         fs::write(path, pem).map_err(|e| format!("write {}: {e}", path.display()))?;

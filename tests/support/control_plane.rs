@@ -62,8 +62,7 @@ impl ControlPlane {
     /// A `kube::Client` is bound to the runtime it was built on, and each `#[tokio::test]` has
     /// its own runtime: build clients inside the test, never share them between tests.
     pub fn client(&self) -> kube::Client {
-        kube::Client::try_from(self.config.clone())
-            .expect("build a client for the test control plane")
+        kube::Client::try_from(self.config.clone()).expect("build a client for the test control plane")
     }
 
     /// A client that impersonates `user` with `groups`, so RBAC applies as it would to them.
@@ -73,8 +72,7 @@ impl ControlPlane {
         config.auth_info.impersonate = Some(user.to_owned());
         config.auth_info.impersonate_groups =
             (!groups.is_empty()).then(|| groups.iter().map(|g| g.to_string()).collect());
-        kube::Client::try_from(config)
-            .expect("build an impersonating client for the test control plane")
+        kube::Client::try_from(config).expect("build an impersonating client for the test control plane")
     }
 
     /// The admin `kube::Config`, for building clients with other settings.
@@ -101,14 +99,7 @@ impl ControlPlane {
     pub fn logs_tail(&self, lines: usize) -> String {
         [&self.etcd, &self.apiserver, &self.controller_manager]
             .iter()
-            .map(|p| {
-                format!(
-                    "--- {} ({}) ---\n{}",
-                    p.name(),
-                    p.log_path().display(),
-                    p.log_tail(lines)
-                )
-            })
+            .map(|p| format!("--- {} ({}) ---\n{}", p.name(), p.log_path().display(), p.log_tail(lines)))
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -118,14 +109,7 @@ impl ControlPlane {
 pub fn tool_path(name: &str) -> Result<PathBuf, String> {
     let dir = bin_dir();
     let path = dir.join(name);
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "{name} not found in {}: run `make k8s-bin`",
-            dir.display()
-        ))
-    }
+    if path.is_file() { Ok(path) } else { Err(format!("{name} not found in {}: run `make k8s-bin`", dir.display())) }
 }
 
 /// `$ITO_TEST_BIN_DIR`, or else the cache directory the Makefile uses, named by the versions
@@ -135,33 +119,24 @@ fn bin_dir() -> PathBuf {
         return dir.into();
     }
     let home = std::env::var_os("HOME").unwrap_or_default();
-    let pin = |tool: &str, module: &str| {
-        pinned_version(tool, module).unwrap_or_else(|e| panic!("{e}; or set {BIN_DIR_ENV}"))
-    };
-    PathBuf::from(home)
-        .join(".cache/imaging-tenant-operator/bin")
-        .join(format!(
-            "k8s-{}-etcd-{}-helm-{}",
-            pin("kubernetes", "k8s.io/kubernetes"),
-            pin("etcd", "go.etcd.io/etcd/server/v3"),
-            pin("helm", "helm.sh/helm/v3"),
-        ))
+    let pin =
+        |tool: &str, module: &str| pinned_version(tool, module).unwrap_or_else(|e| panic!("{e}; or set {BIN_DIR_ENV}"));
+    PathBuf::from(home).join(".cache/imaging-tenant-operator/bin").join(format!(
+        "k8s-{}-etcd-{}-helm-{}",
+        pin("kubernetes", "k8s.io/kubernetes"),
+        pin("etcd", "go.etcd.io/etcd/server/v3"),
+        pin("helm", "helm.sh/helm/v3"),
+    ))
 }
 
 fn pinned_version(tool: &str, module: &str) -> Result<String, String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/tools")
-        .join(tool)
-        .join("go.mod");
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools").join(tool).join("go.mod");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
     text.lines()
         .find_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             match fields.as_slice() {
-                ["require", m, version, ..] | [m, version, ..] if *m == module => {
-                    Some(version.to_string())
-                }
+                ["require", m, version, ..] | [m, version, ..] if *m == module => Some(version.to_string()),
                 _ => None,
             }
         })
@@ -223,19 +198,10 @@ async fn start() -> Result<ControlPlane, String> {
         }
     };
 
-    let controller_manager =
-        start_controller_manager(&controller_manager_bin, &dir, &pki, &kubeconfig)?;
+    let controller_manager = start_controller_manager(&controller_manager_bin, &dir, &pki, &kubeconfig)?;
     wait_controller_manager_ready(&controller_manager, &config).await?;
 
-    Ok(ControlPlane {
-        dir,
-        kubeconfig,
-        server,
-        config,
-        etcd,
-        apiserver,
-        controller_manager,
-    })
+    Ok(ControlPlane { dir, kubeconfig, server, config, etcd, apiserver, controller_manager })
 }
 
 /// Why a component did not become ready.
@@ -253,10 +219,7 @@ impl Failure {
     }
 }
 
-fn with_fresh_ports<T>(
-    what: &str,
-    mut start: impl FnMut() -> Result<T, Failure>,
-) -> Result<T, String> {
+fn with_fresh_ports<T>(what: &str, mut start: impl FnMut() -> Result<T, Failure>) -> Result<T, String> {
     for _ in 1..PORT_ATTEMPTS {
         match start() {
             Err(Failure::PortInUse(message)) => {
@@ -301,8 +264,7 @@ fn spawn(name: &str, bin: &Path, args: &[String], dir: &Path) -> Result<ManagedP
     let mut command = Command::new(bin);
     command.args(args).current_dir(dir);
     let log = dir.join(format!("{name}.log"));
-    spawn_managed(name, command, &log)
-        .map_err(|e| Failure::Other(format!("start {}: {e}", bin.display())))
+    spawn_managed(name, command, &log).map_err(|e| Failure::Other(format!("start {}: {e}", bin.display())))
 }
 
 fn start_etcd(bin: &Path, dir: &Path) -> Result<(ManagedProcess, u16), Failure> {
@@ -340,13 +302,7 @@ fn start_etcd(bin: &Path, dir: &Path) -> Result<(ManagedProcess, u16), Failure> 
     }
 }
 
-fn start_apiserver(
-    bin: &Path,
-    dir: &Path,
-    pki: &Pki,
-    etcd_url: &str,
-    port: u16,
-) -> Result<ManagedProcess, String> {
+fn start_apiserver(bin: &Path, dir: &Path, pki: &Pki, etcd_url: &str, port: u16) -> Result<ManagedProcess, String> {
     let cert_dir = dir.join("apiserver-certs");
     let path = |p: &Path| p.display().to_string();
     let args = [
@@ -364,14 +320,8 @@ fn start_apiserver(
         "--authorization-mode=RBAC".into(),
         format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"),
         format!("--api-audiences={SERVICE_ACCOUNT_ISSUER}"),
-        format!(
-            "--service-account-key-file={}",
-            path(&pki.service_account_public_key)
-        ),
-        format!(
-            "--service-account-signing-key-file={}",
-            path(&pki.service_account_key)
-        ),
+        format!("--service-account-key-file={}", path(&pki.service_account_public_key)),
+        format!("--service-account-signing-key-file={}", path(&pki.service_account_key)),
         "--service-cluster-ip-range=10.0.0.0/24".into(),
     ];
     spawn("kube-apiserver", bin, &args, dir).map_err(Failure::into_message)
@@ -400,48 +350,33 @@ fn write_kubeconfig(dir: &Path, server: &str, pki: &Pki) -> Result<PathBuf, Stri
         "current-context": "ito-test",
     });
     let file = dir.join("kubeconfig");
-    let yaml =
-        serde_yaml::to_string(&kubeconfig).map_err(|e| format!("serialize the kubeconfig: {e}"))?;
+    let yaml = serde_yaml::to_string(&kubeconfig).map_err(|e| format!("serialize the kubeconfig: {e}"))?;
     std::fs::write(&file, yaml).map_err(|e| format!("write {}: {e}", file.display()))?;
     Ok(file)
 }
 
 async fn load_config(kubeconfig: &Path) -> Result<kube::Config, String> {
-    let file = Kubeconfig::read_from(kubeconfig)
-        .map_err(|e| format!("read {}: {e}", kubeconfig.display()))?;
+    let file = Kubeconfig::read_from(kubeconfig).map_err(|e| format!("read {}: {e}", kubeconfig.display()))?;
     kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
         .await
         .map_err(|e| format!("load {}: {e}", kubeconfig.display()))
 }
 
-async fn wait_apiserver_ready(
-    process: &ManagedProcess,
-    config: &kube::Config,
-) -> Result<(), Failure> {
+async fn wait_apiserver_ready(process: &ManagedProcess, config: &kube::Config) -> Result<(), Failure> {
     let mut probe_config = config.clone();
     probe_config.read_timeout = Some(Duration::from_secs(5));
     let client = kube::Client::try_from(probe_config)
         .map_err(|e| Failure::Other(format!("build a client for the API server: {e}")))?;
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     loop {
-        let request = http::Request::get("/readyz?verbose")
-            .body(Vec::new())
-            .expect("a valid request");
+        let request = http::Request::get("/readyz?verbose").body(Vec::new()).expect("a valid request");
         let last_seen = match client.request_text(request).await {
             Ok(_) => return Ok(()),
             Err(kube::Error::Api(status)) => {
                 // The verbose answer lists every check; keep only the failing ones.
-                let failing: Vec<&str> = status
-                    .message
-                    .lines()
-                    .filter(|l| l.starts_with("[-]"))
-                    .collect();
+                let failing: Vec<&str> = status.message.lines().filter(|l| l.starts_with("[-]")).collect();
                 if failing.is_empty() {
-                    format!(
-                        "/readyz answered {}: {}",
-                        status.code,
-                        status.message.trim()
-                    )
+                    format!("/readyz answered {}: {}", status.code, status.message.trim())
                 } else {
                     format!("/readyz answered {}: {}", status.code, failing.join(", "))
                 }
@@ -456,20 +391,12 @@ async fn wait_apiserver_ready(
     }
 }
 
-fn start_controller_manager(
-    bin: &Path,
-    dir: &Path,
-    pki: &Pki,
-    kubeconfig: &Path,
-) -> Result<ManagedProcess, String> {
+fn start_controller_manager(bin: &Path, dir: &Path, pki: &Pki, kubeconfig: &Path) -> Result<ManagedProcess, String> {
     let path = |p: &Path| p.display().to_string();
     let args = [
         format!("--kubeconfig={}", path(kubeconfig)),
         "--controllers=*".into(),
-        format!(
-            "--service-account-private-key-file={}",
-            path(&pki.service_account_key)
-        ),
+        format!("--service-account-private-key-file={}", path(&pki.service_account_key)),
         format!("--root-ca-file={}", path(&pki.ca_cert)),
         "--use-service-account-credentials=false".into(),
         "--leader-elect=false".into(),
@@ -481,12 +408,9 @@ fn start_controller_manager(
 
 /// Ready once its service account controller has created `default/default`: that proves it is
 /// connected and running controllers, which is what the tests rely on.
-async fn wait_controller_manager_ready(
-    process: &ManagedProcess,
-    config: &kube::Config,
-) -> Result<(), String> {
-    let client = kube::Client::try_from(config.clone())
-        .map_err(|e| format!("build a client for the API server: {e}"))?;
+async fn wait_controller_manager_ready(process: &ManagedProcess, config: &kube::Config) -> Result<(), String> {
+    let client =
+        kube::Client::try_from(config.clone()).map_err(|e| format!("build a client for the API server: {e}"))?;
     let service_accounts: Api<ServiceAccount> = Api::namespaced(client, "default");
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     loop {

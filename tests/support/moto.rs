@@ -35,8 +35,7 @@ impl Moto {
     pub async fn shared() -> &'static Moto {
         super::install_crypto_provider();
         let started = tokio::task::spawn_blocking(|| {
-            SHARED
-                .get_or_init(|| start().map_err(|e| format!("{e}\n{}", super::process::KEEP_HINT)))
+            SHARED.get_or_init(|| start().map_err(|e| format!("{e}\n{}", super::process::KEEP_HINT)))
         })
         .await
         .expect("wait for the moto start-up");
@@ -66,9 +65,7 @@ impl Moto {
 
     /// An S3 client with path-style addressing, since `<bucket>.127.0.0.1` does not resolve.
     pub fn s3_client(&self) -> aws_sdk_s3::Client {
-        let config = aws_sdk_s3::config::Builder::from(&self.sdk_config())
-            .force_path_style(true)
-            .build();
+        let config = aws_sdk_s3::config::Builder::from(&self.sdk_config()).force_path_style(true).build();
         aws_sdk_s3::Client::from_conf(config)
     }
 
@@ -93,32 +90,17 @@ fn start() -> Result<Moto, String> {
     for attempt in 1..=PORT_ATTEMPTS {
         let port = free_port();
         let mut command = Command::new(&python);
-        command
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .current_dir(&dir);
+        command.args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()]).current_dir(&dir);
         let log = dir.join(format!("moto-{port}.log"));
         let process = spawn_managed("moto_server", command, &log).map_err(|e| {
-            format!(
-                "start `{python} -m moto.server`: {e}: run `make moto` (pip install 'moto[server]')"
-            )
+            format!("start `{python} -m moto.server`: {e}: run `make moto` (pip install 'moto[server]')")
         })?;
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             // Any HTTP answer means the server is up.
             let last_seen = match http_request("GET", port, "/moto-api/data.json") {
                 Ok(_) => {
-                    return Ok(Moto {
-                        endpoint: format!("http://127.0.0.1:{port}"),
-                        port,
-                        process,
-                    });
+                    return Ok(Moto { endpoint: format!("http://127.0.0.1:{port}"), port, process });
                 }
                 Err(e) => e,
             };
@@ -148,7 +130,5 @@ fn start() -> Result<Moto, String> {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    Err(format!(
-        "moto_server found no free port in {PORT_ATTEMPTS} attempts"
-    ))
+    Err(format!("moto_server found no free port in {PORT_ATTEMPTS} attempts"))
 }

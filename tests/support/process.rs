@@ -28,8 +28,7 @@ const SCRATCH_PREFIX: &str = "ito-test-";
 pub const KEEP_ENV: &str = "ITO_TEST_KEEP_TMP";
 
 /// Appended to start-up failures, whose messages name log files that are gone after the run.
-pub const KEEP_HINT: &str =
-    "(scratch directories are removed at exit; set ITO_TEST_KEEP_TMP=1 to keep them)";
+pub const KEEP_HINT: &str = "(scratch directories are removed at exit; set ITO_TEST_KEEP_TMP=1 to keep them)";
 
 struct SpawnRequest {
     name: String,
@@ -55,28 +54,17 @@ fn registry() -> &'static Registry {
         // SAFETY: registers a plain `extern "C" fn` with no captured state.
         let registered = unsafe { libc::atexit(cleanup_at_exit) };
         assert_eq!(registered, 0, "register the test cleanup with atexit");
-        Registry {
-            spawner,
-            children: Mutex::new(HashMap::new()),
-            scratch_dirs: Mutex::new(Vec::new()),
-        }
+        Registry { spawner, children: Mutex::new(HashMap::new()), scratch_dirs: Mutex::new(Vec::new()) }
     })
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn spawn_loop(requests: mpsc::Receiver<SpawnRequest>) {
-    for SpawnRequest {
-        name,
-        mut command,
-        reply,
-    } in requests
-    {
+    for SpawnRequest { name, mut command, reply } in requests {
         let result = command.spawn().map(|child| {
             let pid = child.id();
             // Registered before anyone learns the pid, so no child is ever untracked.
@@ -96,8 +84,7 @@ extern "C" fn cleanup_at_exit() {
     let Some(registry) = REGISTRY.get() else {
         return;
     };
-    let mut children: Vec<(String, Child)> =
-        lock(&registry.children).drain().map(|(_, c)| c).collect();
+    let mut children: Vec<(String, Child)> = lock(&registry.children).drain().map(|(_, c)| c).collect();
     for (_, child) in &mut children {
         let _ = child.kill();
     }
@@ -163,22 +150,12 @@ pub struct ManagedProcess {
 /// Starts `command` with stdout and stderr appended to `log`, tied to the test binary's life.
 pub fn spawn_managed(name: &str, mut command: Command, log: &Path) -> io::Result<ManagedProcess> {
     let out = OpenOptions::new().create(true).append(true).open(log)?;
-    command
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out);
+    command.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: only async-signal-safe calls between fork and exec, and no allocation.
     unsafe {
         command.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
             // The parent may have died before the line above took effect.
@@ -191,21 +168,10 @@ pub fn spawn_managed(name: &str, mut command: Command, log: &Path) -> io::Result
     let (reply, result) = mpsc::channel();
     registry()
         .spawner
-        .send(SpawnRequest {
-            name: name.to_owned(),
-            command,
-            reply,
-        })
+        .send(SpawnRequest { name: name.to_owned(), command, reply })
         .expect("the test process spawner thread is running");
-    let pid = result
-        .recv()
-        .expect("the test process spawner thread answers")?;
-    Ok(ManagedProcess {
-        name: name.to_owned(),
-        pid,
-        log: log.to_owned(),
-        exited: OnceLock::new(),
-    })
+    let pid = result.recv().expect("the test process spawner thread answers")?;
+    Ok(ManagedProcess { name: name.to_owned(), pid, log: log.to_owned(), exited: OnceLock::new() })
 }
 
 impl ManagedProcess {

@@ -27,9 +27,7 @@ where
             Err(_) => last_seen = format!("{last_seen} (then a check hung past the deadline)"),
         }
         if Instant::now() >= deadline {
-            panic!(
-                "timed out after {timeout:?} ({attempts} checks) waiting for {what}; last seen: {last_seen}"
-            );
+            panic!("timed out after {timeout:?} ({attempts} checks) waiting for {what}; last seen: {last_seen}");
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
         tokio::time::sleep(delay.min(remaining)).await;
@@ -45,9 +43,7 @@ pub fn unique_name(prefix: &str) -> String {
     assert!(
         !prefix.is_empty()
             && prefix.len() <= 54
-            && prefix
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && prefix.as_bytes()[0].is_ascii_alphanumeric(),
         "unique_name prefix {prefix:?} must be a lowercase DNS label of at most 54 characters"
     );
