@@ -1,1 +1,565 @@
 //! The AWS resources of a tenant: role, key and bucket specs with their policy documents.
+//!
+//! Pure: the controller converges AWS towards what [`render_with`] returns, and `plan` prints
+//! [`render`]. Policies are `serde_json::Value`s, compared as parsed JSON by `cloud::policy`.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::api::{ImagingTenant, RetentionMode};
+use crate::config::Settings;
+use crate::desired::names;
+
+pub const TAG_TENANT: &str = "imaging.tenancy.dev/tenant";
+pub const TAG_TENANT_UID: &str = "imaging.tenancy.dev/tenant-uid";
+pub const TAG_CLUSTER: &str = "imaging.tenancy.dev/cluster";
+pub const TAG_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "imaging-tenant-operator";
+/// Set on role, key and bucket when a `Retain` tenant is deleted (invariant 5).
+pub const TAG_RETAINED: &str = "imaging.tenancy.dev/retained";
+
+/// Shown for the key ARN until the key exists.
+pub const KEY_ARN_PLACEHOLDER: &str = "<key-arn>";
+/// Shown for the tenant UID offline.
+pub const UID_PLACEHOLDER: &str = "<tenant-uid>";
+/// Name of the role's one inline policy.
+pub const ROLE_POLICY_NAME: &str = "imaging-tenant-access";
+
+const POLICY_VERSION: &str = "2012-10-17";
+
+/// Everything the tenant should have in AWS.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantAws {
+    pub role: RoleSpec,
+    pub key: KeySpec,
+    pub bucket: BucketSpec,
+}
+
+/// The tenant's IAM role, assumed by its workloads through IRSA.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleSpec {
+    pub name: String,
+    pub path: String,
+    pub arn: String,
+    pub description: String,
+    pub trust_policy: Value,
+    pub inline_policy_name: String,
+    pub inline_policy: Value,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The tenant's customer-managed KMS key.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeySpec {
+    pub alias: String,
+    pub description: String,
+    pub key_spec: String,
+    pub key_usage: String,
+    pub rotation_enabled: bool,
+    pub policy: Value,
+    pub tags: BTreeMap<String, String>,
+    /// Used only when a `Delete` tenant's key is scheduled for deletion.
+    pub deletion_window_days: i32,
+}
+
+/// The tenant's S3 bucket and every setting the operator keeps on it.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BucketSpec {
+    pub name: String,
+    pub arn: String,
+    pub region: String,
+    pub block_public_access: BlockPublicAccess,
+    pub object_ownership: String,
+    pub encryption: BucketEncryption,
+    /// `Enabled` is required when true; when false the operator leaves versioning as it is.
+    pub versioning: bool,
+    /// Object Lock default retention; Object Lock is enabled at creation when this is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<ObjectLockRetention>,
+    /// The whole lifecycle configuration; empty means none.
+    pub lifecycle: Vec<LifecycleRule>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logging: Option<AccessLogging>,
+    pub policy: Value,
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockPublicAccess {
+    pub block_public_acls: bool,
+    pub ignore_public_acls: bool,
+    pub block_public_policy: bool,
+    pub restrict_public_buckets: bool,
+}
+
+impl BlockPublicAccess {
+    pub const ALL: BlockPublicAccess = BlockPublicAccess {
+        block_public_acls: true,
+        ignore_public_acls: true,
+        block_public_policy: true,
+        restrict_public_buckets: true,
+    };
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BucketEncryption {
+    pub sse_algorithm: String,
+    pub kms_key_arn: String,
+    pub bucket_key_enabled: bool,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectLockRetention {
+    /// `GOVERNANCE` or `COMPLIANCE`, as S3 spells it.
+    pub mode: String,
+    pub days: i32,
+}
+
+/// One lifecycle rule, applying to the whole bucket.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct LifecycleRule {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transition: Option<Transition>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noncurrent_version_expiration_days: Option<i32>,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct Transition {
+    pub days: i32,
+    pub storage_class: String,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessLogging {
+    pub target_bucket: String,
+    pub target_prefix: String,
+}
+
+/// What `plan` shows: the key ARN is not known before the key exists.
+pub fn render(tenant: &ImagingTenant, settings: &Settings) -> TenantAws {
+    render_with(tenant, settings, None)
+}
+
+/// The tenant's AWS resources; `key_arn` is the live key's ARN once it exists.
+pub fn render_with(tenant: &ImagingTenant, settings: &Settings, key_arn: Option<&str>) -> TenantAws {
+    let key_arn = key_arn.unwrap_or(KEY_ARN_PLACEHOLDER);
+    let tags = tags(tenant, settings);
+    let role_arn = names::role_arn(tenant, settings);
+    let bucket = names::bucket_name(tenant, settings);
+    let bucket_arn = names::bucket_arn(tenant, settings);
+    let uid = tenant.metadata.uid.as_deref().unwrap_or(UID_PLACEHOLDER);
+    let name = tenant.tenant_name();
+    TenantAws {
+        role: RoleSpec {
+            name: names::role_name(tenant, settings),
+            path: names::ROLE_PATH.to_string(),
+            arn: role_arn.clone(),
+            description: format!("Workloads of imaging tenant {name} ({uid}) in cluster {}", settings.cluster_name),
+            trust_policy: trust_policy(tenant, settings),
+            inline_policy_name: ROLE_POLICY_NAME.to_string(),
+            inline_policy: role_policy(settings, &bucket_arn, key_arn),
+            tags: tags.clone(),
+        },
+        key: KeySpec {
+            alias: names::key_alias(tenant, settings),
+            description: format!(
+                "Encrypts the S3 bucket {bucket} of imaging tenant {name} ({uid}) in cluster {}",
+                settings.cluster_name
+            ),
+            key_spec: "SYMMETRIC_DEFAULT".into(),
+            key_usage: "ENCRYPT_DECRYPT".into(),
+            rotation_enabled: true,
+            policy: key_policy(settings, &role_arn),
+            tags: tags.clone(),
+            deletion_window_days: tenant.spec.encryption.deletion_window_days,
+        },
+        bucket: BucketSpec {
+            name: bucket.clone(),
+            arn: bucket_arn.clone(),
+            region: settings.region.clone(),
+            block_public_access: BlockPublicAccess::ALL,
+            object_ownership: "BucketOwnerEnforced".into(),
+            encryption: BucketEncryption {
+                sse_algorithm: "aws:kms".into(),
+                kms_key_arn: key_arn.to_string(),
+                bucket_key_enabled: true,
+            },
+            versioning: tenant.spec.storage.versioning,
+            object_lock: tenant.spec.storage.retention.as_ref().map(|r| ObjectLockRetention {
+                mode: match r.mode {
+                    RetentionMode::Governance => "GOVERNANCE".into(),
+                    RetentionMode::Compliance => "COMPLIANCE".into(),
+                },
+                days: r.days,
+            }),
+            lifecycle: lifecycle(tenant),
+            logging: settings.audit_log_bucket.as_ref().map(|target| AccessLogging {
+                target_bucket: target.clone(),
+                target_prefix: names::access_log_prefix(tenant, settings),
+            }),
+            policy: bucket_policy(settings, &bucket_arn, &role_arn, key_arn),
+            tags,
+        },
+    }
+}
+
+/// Tags of every AWS resource of the tenant: the operator's own, then `spec.tags` (which cannot
+/// use the operator's keys: the CRD rejects them).
+pub fn tags(tenant: &ImagingTenant, settings: &Settings) -> BTreeMap<String, String> {
+    let mut tags = tenant.spec.tags.clone();
+    tags.insert(TAG_TENANT.into(), tenant.tenant_name().to_string());
+    tags.insert(TAG_TENANT_UID.into(), tenant.metadata.uid.clone().unwrap_or_else(|| UID_PLACEHOLDER.into()));
+    tags.insert(TAG_CLUSTER.into(), settings.cluster_name.clone());
+    tags.insert(TAG_MANAGED_BY.into(), MANAGED_BY.into());
+    tags
+}
+
+/// Invariant 4: only the tenant's workload ServiceAccounts, through the cluster's OIDC provider,
+/// for the STS audience.
+pub fn trust_policy(tenant: &ImagingTenant, settings: &Settings) -> Value {
+    let issuer = settings.oidc_issuer();
+    let subjects: Vec<String> = tenant
+        .namespace_names()
+        .iter()
+        .map(|ns| format!("system:serviceaccount:{ns}:{}", settings.workload_service_account))
+        .collect();
+    json!({
+        "Version": POLICY_VERSION,
+        "Statement": [{
+            "Sid": "TenantWorkloadServiceAccounts",
+            "Effect": "Allow",
+            "Principal": {"Federated": settings.oidc_provider_arn},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": {
+                "StringEquals": {
+                    format!("{issuer}:sub"): subjects,
+                    format!("{issuer}:aud"): "sts.amazonaws.com",
+                }
+            }
+        }]
+    })
+}
+
+/// Invariant 4: the role's permissions name only the tenant's bucket and key. Workloads read and
+/// write images; they can delete an object (under versioning that leaves a recoverable delete
+/// marker) but not a version, and cannot change any bucket setting, retention or legal hold.
+pub fn role_policy(settings: &Settings, bucket_arn: &str, key_arn: &str) -> Value {
+    json!({
+        "Version": POLICY_VERSION,
+        "Statement": [
+            {
+                "Sid": "ListTenantBucket",
+                "Effect": "Allow",
+                "Action": ["s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"],
+                "Resource": bucket_arn,
+            },
+            {
+                "Sid": "ReadWriteTenantObjects",
+                "Effect": "Allow",
+                "Action": [
+                    "s3:AbortMultipartUpload",
+                    "s3:DeleteObject",
+                    "s3:GetObject",
+                    "s3:ListMultipartUploadParts",
+                    "s3:PutObject",
+                ],
+                "Resource": format!("{bucket_arn}/*"),
+            },
+            {
+                "Sid": "UseTenantKeyThroughS3",
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                "Resource": key_arn,
+                "Condition": {"StringEquals": {"kms:ViaService": s3_service(settings)}},
+            },
+        ]
+    })
+}
+
+/// What the key administrators may do: everything but use the key for data. The operator needs
+/// all of these (`DescribeKey`, policy, rotation, alias, tags, scheduling deletion); the
+/// break-glass role gets the same, so a key whose policy went wrong can still be repaired.
+pub const KEY_ADMIN_ACTIONS: [&str; 22] = [
+    "kms:CancelKeyDeletion",
+    "kms:CreateAlias",
+    "kms:DeleteAlias",
+    "kms:DescribeKey",
+    "kms:DisableKey",
+    "kms:DisableKeyRotation",
+    "kms:EnableKey",
+    "kms:EnableKeyRotation",
+    "kms:GetKeyPolicy",
+    "kms:GetKeyRotationStatus",
+    "kms:ListGrants",
+    "kms:ListKeyPolicies",
+    "kms:ListKeyRotations",
+    "kms:ListResourceTags",
+    "kms:PutKeyPolicy",
+    "kms:RevokeGrant",
+    "kms:RotateKeyOnDemand",
+    "kms:ScheduleKeyDeletion",
+    "kms:TagResource",
+    "kms:UntagResource",
+    "kms:UpdateAlias",
+    "kms:UpdateKeyDescription",
+];
+
+/// Invariant 4: administrators (operator, break-glass) manage the key; only the tenant role uses
+/// it, and only through S3 in the tenant's region.
+///
+/// There is deliberately no `arn:aws:iam::<account>:root` statement: that would let every IAM
+/// principal of the account with a broad enough identity policy use the key. The price is that
+/// only the principals named here can ever change the key policy. If the operator role were
+/// deleted, the break-glass role is the way back in (configure one: without it, a lost operator
+/// role means a support case with AWS to regain control of the key).
+pub fn key_policy(settings: &Settings, role_arn: &str) -> Value {
+    json!({
+        "Version": POLICY_VERSION,
+        "Id": "imaging-tenant-key",
+        "Statement": [
+            {
+                "Sid": "KeyAdministrators",
+                "Effect": "Allow",
+                "Principal": {"AWS": administrators(settings)},
+                "Action": KEY_ADMIN_ACTIONS,
+                "Resource": "*",
+            },
+            {
+                "Sid": "TenantRoleThroughS3",
+                "Effect": "Allow",
+                "Principal": {"AWS": role_arn},
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                "Resource": "*",
+                "Condition": {
+                    "StringEquals": {
+                        "kms:ViaService": s3_service(settings),
+                        "kms:CallerAccount": settings.account_id,
+                    }
+                },
+            },
+        ]
+    })
+}
+
+/// Invariant 4: TLS 1.2 or better, only the tenant role and the administrators, and no object
+/// written with another key.
+///
+/// Uploads without encryption headers are allowed: the bucket's default encryption applies the
+/// tenant key to them, and multipart `UploadPart` requests never carry those headers. What is
+/// denied is asking for anything else: another KMS key, SSE-S3 or DSSE, or a customer-provided key.
+pub fn bucket_policy(settings: &Settings, bucket_arn: &str, role_arn: &str, key_arn: &str) -> Value {
+    let bucket_and_objects = json!([bucket_arn, format!("{bucket_arn}/*")]);
+    let objects = format!("{bucket_arn}/*");
+    let mut admitted = vec![role_arn.to_string()];
+    admitted.extend(administrators(settings));
+    json!({
+        "Version": POLICY_VERSION,
+        "Statement": [
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": bucket_and_objects,
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            },
+            {
+                "Sid": "DenyTlsBelow1_2",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": bucket_and_objects,
+                "Condition": {"NumericLessThan": {"s3:TlsVersion": "1.2"}},
+            },
+            {
+                // aws:PrincipalArn is the role ARN (with its path) for assumed-role sessions, so
+                // the operator and break-glass keep managing the bucket.
+                "Sid": "DenyAllButTenantRoleAndAdministrators",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": bucket_and_objects,
+                "Condition": {"ArnNotEquals": {"aws:PrincipalArn": admitted}},
+            },
+            {
+                "Sid": "DenyOtherKmsKeys",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:PutObject",
+                "Resource": objects,
+                "Condition": {
+                    "StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption-aws-kms-key-id": key_arn}
+                },
+            },
+            {
+                "Sid": "DenyEncryptionOtherThanKms",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:PutObject",
+                "Resource": objects,
+                "Condition": {"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption": "aws:kms"}},
+            },
+            {
+                "Sid": "DenyCustomerProvidedKeys",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:PutObject",
+                "Resource": objects,
+                "Condition": {"Null": {"s3:x-amz-server-side-encryption-customer-algorithm": "false"}},
+            },
+        ]
+    })
+}
+
+/// The operator role, and the break-glass role when there is one.
+pub fn administrators(settings: &Settings) -> Vec<String> {
+    let mut admins = vec![settings.operator_role_arn.clone()];
+    admins.extend(settings.break_glass_role_arn.clone());
+    admins
+}
+
+/// `s3.<region>.amazonaws.com` (`.com.cn` in the China partition), the `kms:ViaService` value.
+pub fn s3_service(settings: &Settings) -> String {
+    let suffix = if settings.partition == "aws-cn" { "amazonaws.com.cn" } else { "amazonaws.com" };
+    format!("s3.{}.{suffix}", settings.region)
+}
+
+fn lifecycle(tenant: &ImagingTenant) -> Vec<LifecycleRule> {
+    let Some(lifecycle) = &tenant.spec.storage.lifecycle else {
+        return Vec::new();
+    };
+    let mut rules = Vec::new();
+    if let Some(days) = lifecycle.archive_after_days {
+        rules.push(LifecycleRule {
+            id: "imaging-archive".into(),
+            transition: Some(Transition { days, storage_class: lifecycle.archive_storage_class.as_str().into() }),
+            noncurrent_version_expiration_days: None,
+        });
+    }
+    if let Some(days) = lifecycle.expire_noncurrent_after_days {
+        rules.push(LifecycleRule {
+            id: "imaging-expire-noncurrent".into(),
+            transition: None,
+            noncurrent_version_expiration_days: Some(days),
+        });
+    }
+    rules
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(manifest: serde_json::Value) -> ImagingTenant {
+        serde_json::from_value(manifest).expect("a valid ImagingTenant")
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            cluster_name: "prod-1".into(),
+            region: "eu-central-1".into(),
+            partition: "aws".into(),
+            account_id: "111122223333".into(),
+            bucket_prefix: "acme-img".into(),
+            audit_log_bucket: Some("acme-audit-logs".into()),
+            oidc_provider_arn: "arn:aws:iam::111122223333:oidc-provider/oidc.eks.eu-central-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE".into(),
+            operator_role_arn: "arn:aws:iam::111122223333:role/imaging-tenant-operator".into(),
+            break_glass_role_arn: Some("arn:aws:iam::111122223333:role/ops/break-glass".into()),
+            workload_service_account: "imaging-workload".into(),
+        }
+    }
+
+    fn group_a() -> ImagingTenant {
+        example(json!({
+            "apiVersion": "imaging.tenancy.dev/v1alpha1",
+            "kind": "ImagingTenant",
+            "metadata": {"name": "group-a", "uid": "6f1c3a52-5a3e-4c1e-9d7a-0b6a0c2f1e11"},
+            "spec": {
+                "namespaces": [{"name": "group-a"}, {"name": "group-a-ai"}],
+                "storage": {
+                    "versioning": true,
+                    "retention": {"mode": "Governance", "days": 2555},
+                    "lifecycle": {"archiveAfterDays": 90, "expireNoncurrentAfterDays": 2555}
+                },
+                "encryption": {"deletionWindowDays": 14},
+                "tags": {"cost-center": "radiology-a"},
+                "deletionPolicy": "Delete"
+            }
+        }))
+    }
+
+    fn group_b() -> ImagingTenant {
+        example(json!({
+            "apiVersion": "imaging.tenancy.dev/v1alpha1",
+            "kind": "ImagingTenant",
+            "metadata": {"name": "group-b", "uid": "0d9e8c7b-1a2b-4c3d-8e9f-a0b1c2d3e4f5"},
+            "spec": {}
+        }))
+    }
+
+    #[test]
+    fn group_a_with_its_key() {
+        let key = "arn:aws:kms:eu-central-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        insta::assert_yaml_snapshot!(render_with(&group_a(), &settings(), Some(key)));
+    }
+
+    #[test]
+    fn group_b_offline_before_its_key_exists() {
+        let settings = Settings { audit_log_bucket: None, break_glass_role_arn: None, ..settings() };
+        insta::assert_yaml_snapshot!(render(&group_b(), &settings));
+    }
+
+    #[test]
+    fn plan_with_placeholder_settings() {
+        let mut tenant = group_b();
+        tenant.metadata.uid = None;
+        insta::assert_yaml_snapshot!(render(&tenant, &Settings::placeholder()));
+    }
+
+    #[test]
+    fn policies_of_one_tenant_never_name_another() {
+        let s = settings();
+        let (a, b) = (render(&group_a(), &s), render(&group_b(), &s));
+        let a_docs = serde_json::to_string(&(&a.role, &a.key, &a.bucket)).unwrap();
+        for name in [&b.role.name, &b.bucket.name] {
+            assert!(!a_docs.contains(name.as_str()), "{name} appears in group-a's resources");
+        }
+        let subjects = &a.role.trust_policy["Statement"][0]["Condition"]["StringEquals"];
+        let subjects = subjects.as_object().unwrap();
+        let sub = subjects.iter().find(|(k, _)| k.ends_with(":sub")).unwrap().1;
+        assert_eq!(
+            sub,
+            &json!([
+                "system:serviceaccount:group-a:imaging-workload",
+                "system:serviceaccount:group-a-ai:imaging-workload"
+            ])
+        );
+    }
+
+    #[test]
+    fn key_policy_gives_the_key_to_no_account_root() {
+        let policy = render(&group_a(), &settings()).key.policy.to_string();
+        assert!(!policy.contains(":root"), "{policy}");
+        assert!(!policy.contains("\"kms:*\""), "{policy}");
+    }
+
+    #[test]
+    fn the_china_partition_uses_its_own_service_domain() {
+        let s = Settings { partition: "aws-cn".into(), region: "cn-north-1".into(), ..settings() };
+        assert_eq!(s3_service(&s), "s3.cn-north-1.amazonaws.com.cn");
+    }
+}
