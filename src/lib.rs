@@ -4,6 +4,8 @@
 pub mod api;
 pub mod cloud;
 pub mod config;
+pub mod controller;
 pub mod desired;
+pub mod metrics;
 pub mod plan;
 pub mod run;

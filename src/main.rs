@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use imaging_tenant_operator::{api, plan, run};
 
 #[derive(Parser)]
-#[command(name = "imaging-tenant-operator", version, about = "Isolated namespaces, network policies, RBAC, quotas, IAM role, KMS key and S3 bucket for every healthcare group")]
+#[command(
+    name = "imaging-tenant-operator",
+    version,
+    about = "Isolated namespaces, network policies, RBAC, quotas, IAM role, KMS key and S3 bucket for every healthcare group"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

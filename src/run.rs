@@ -1,10 +1,307 @@
-//! `run`: the controller process.
+//! `run`: the controller process. Flags (each with an environment variable), logging, the
+//! metrics and health endpoints, leader election and graceful shutdown.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use kube::Client;
+use kube::runtime::events::Reporter;
+use kube_lease_manager::{LeaseManagerBuilder, LeaseParams};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::cloud::{AwsOptions, Cloud};
+use crate::config::Settings;
+use crate::controller::{self, RunOptions};
+use crate::metrics::Metrics;
 
 #[derive(clap::Args, Debug, Clone)]
-pub struct RunArgs {}
+pub struct RunArgs {
+    /// Name of this cluster: part of every bucket, alias and role name hash, and a tag.
+    #[arg(long, env = "ITO_CLUSTER_NAME")]
+    pub cluster_name: String,
+    /// AWS region of the tenant buckets and keys.
+    #[arg(long, env = "ITO_AWS_REGION")]
+    pub aws_region: String,
+    /// Endpoint for S3, KMS, IAM and STS (an emulator or a VPC endpoint).
+    #[arg(long, env = "ITO_AWS_ENDPOINT_URL")]
+    pub aws_endpoint_url: Option<String>,
+    /// First part of every bucket name.
+    #[arg(long, env = "ITO_BUCKET_PREFIX", default_value = "imaging")]
+    pub bucket_prefix: String,
+    /// Bucket receiving S3 server access logs of every tenant bucket, under '<tenant>/'.
+    #[arg(long, env = "ITO_AUDIT_LOG_BUCKET")]
+    pub audit_log_bucket: Option<String>,
+    /// ARN of the cluster's IAM OIDC provider, trusted by tenant roles (IRSA).
+    #[arg(long, env = "ITO_OIDC_PROVIDER_ARN")]
+    pub oidc_provider_arn: String,
+    /// ARN of the role the operator runs as; it administers tenant keys and buckets.
+    #[arg(long, env = "ITO_OPERATOR_ROLE_ARN")]
+    pub operator_role_arn: String,
+    /// ARN of the emergency role allowed to administer tenant keys and buckets.
+    #[arg(long, env = "ITO_BREAK_GLASS_ROLE_ARN")]
+    pub break_glass_role_arn: Option<String>,
+    /// Name of the workload ServiceAccount created in every tenant namespace.
+    #[arg(long, env = "ITO_WORKLOAD_SERVICE_ACCOUNT", default_value = "imaging-workload")]
+    pub workload_service_account: String,
+    /// How often AWS resources are re-read and drift repaired (e.g. 10m, 90s, 1h).
+    #[arg(long, env = "ITO_RESYNC_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub resync_interval: Duration,
+    /// Tenants reconciled at the same time.
+    #[arg(long, env = "ITO_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+    /// KMS CreateKey calls per second across all tenants (KMS allows 5/s per account and region).
+    #[arg(long, env = "ITO_AWS_MAX_CREATE_KEY_PER_SECOND", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub aws_max_create_key_per_second: u32,
+    /// Address of the Prometheus /metrics endpoint.
+    #[arg(long, env = "ITO_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Address of the /healthz and /readyz endpoints.
+    #[arg(long, env = "ITO_HEALTH_ADDR", default_value = "0.0.0.0:8081")]
+    pub health_addr: SocketAddr,
+    /// Elect one active replica through a coordination.k8s.io Lease.
+    #[arg(long, env = "ITO_LEADER_ELECTION", default_value_t = false, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Namespace of the Lease (defaults to the pod's namespace, POD_NAMESPACE).
+    #[arg(long, env = "ITO_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// Name of the Lease; give each shard (--tenant-selector) its own.
+    #[arg(long, env = "ITO_LEADER_ELECTION_LEASE", default_value = "imaging-tenant-operator")]
+    pub leader_election_lease: String,
+    /// Seconds a leader holds the Lease without renewing it before a standby takes over.
+    #[arg(long, env = "ITO_LEADER_ELECTION_LEASE_SECONDS", default_value_t = 15)]
+    pub leader_election_lease_seconds: u64,
+    /// Only reconcile ImagingTenants matching this label selector (shard the tenants).
+    #[arg(long, env = "ITO_TENANT_SELECTOR")]
+    pub tenant_selector: Option<String>,
+    /// Log filter, e.g. info or imaging_tenant_operator=debug,kube=info.
+    #[arg(long, env = "ITO_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Log format.
+    #[arg(long, env = "ITO_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
 
-pub fn main(_args: RunArgs) -> ExitCode {
-    ExitCode::from(2)
+/// Parses durations such as `600`, `90s`, `10m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("'{text}' is not a duration such as 90s, 10m or 1h"))?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("'{text}': unit must be s, m or h")),
+    };
+    if seconds == 0 {
+        return Err("the interval must be longer than zero".into());
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
+fn init_logging(args: &RunArgs) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if args.log_format == "json" {
+        builder.json().flatten_event(true).with_current_span(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+pub fn main(args: RunArgs) -> ExitCode {
+    init_logging(&args);
+    // rustls has two providers in the dependency tree (ring for kube, aws-lc for the AWS SDK);
+    // pick one for the process so neither side has to guess.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %e, "operator stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Health {
+    ready: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+    cloud: Cloud,
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(h): State<Health>) -> (StatusCode, &'static str) {
+    if *h.ready.borrow() { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "caches not synced") }
+}
+
+async fn metrics(State(h): State<Health>) -> ([(&'static str, &'static str); 1], String) {
+    h.metrics.record_aws(&h.cloud.calls());
+    ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], h.metrics.encode())
+}
+
+async fn serve_http(addr: SocketAddr, router: Router) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, router).await?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn terminated() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: finishing in-flight reconciles"),
+        _ = tokio::signal::ctrl_c() => info!("interrupt: finishing in-flight reconciles"),
+    }
+}
+
+async fn serve(args: RunArgs) -> anyhow::Result<()> {
+    let client = Client::try_default().await?;
+    let cloud = Cloud::connect(&AwsOptions {
+        region: args.aws_region.clone(),
+        endpoint_url: args.aws_endpoint_url.clone(),
+        max_create_key_per_second: args.aws_max_create_key_per_second,
+    })
+    .await?;
+    let account_id = cloud.account_id().await?;
+    let settings = Settings {
+        cluster_name: args.cluster_name.clone(),
+        region: args.aws_region.clone(),
+        partition: Settings::partition_of(&args.aws_region).to_string(),
+        account_id,
+        bucket_prefix: args.bucket_prefix.clone(),
+        audit_log_bucket: args.audit_log_bucket.clone(),
+        oidc_provider_arn: args.oidc_provider_arn.clone(),
+        operator_role_arn: args.operator_role_arn.clone(),
+        break_glass_role_arn: args.break_glass_role_arn.clone(),
+        workload_service_account: args.workload_service_account.clone(),
+    };
+    info!(cluster = %settings.cluster_name, region = %settings.region, account = %settings.account_id, "starting");
+
+    let metrics = Metrics::shared();
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let health = Health { ready: ready_rx, metrics: metrics.clone(), cloud: cloud.clone() };
+    let health_router =
+        Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(health.clone());
+    let metrics_router = Router::new().route("/metrics", get(self::metrics)).with_state(health);
+    let health_addr = args.health_addr;
+    let metrics_addr = args.metrics_addr;
+    tokio::spawn(async move {
+        if let Err(e) = serve_http(health_addr, health_router).await {
+            error!(error = %e, addr = %health_addr, "health endpoint failed");
+        }
+    });
+    tokio::spawn(async move {
+        if let Err(e) = serve_http(metrics_addr, metrics_router).await {
+            error!(error = %e, addr = %metrics_addr, "metrics endpoint failed");
+        }
+    });
+
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+        format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "operator".into()), std::process::id())
+    });
+    let reporter = Reporter { controller: "imaging-tenant-operator".into(), instance: Some(identity.clone()) };
+    let opts = RunOptions {
+        concurrency: args.concurrency,
+        resync_interval: args.resync_interval,
+        tenant_selector: args.tenant_selector.clone(),
+    };
+
+    if !args.leader_election {
+        controller::run(client, settings, cloud, metrics, opts, reporter, ready_tx, terminated()).await;
+        return Ok(());
+    }
+
+    let namespace = args
+        .leader_election_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "default".into());
+    let lease_seconds = args.leader_election_lease_seconds.max(5);
+    let manager = LeaseManagerBuilder::new(client.clone(), &args.leader_election_lease)
+        .with_namespace(&namespace)
+        .with_identity(&identity)
+        .with_parameters(LeaseParams::new(identity.clone(), lease_seconds, (lease_seconds / 3).max(2)))
+        .build()
+        .await?;
+    info!(lease = %args.leader_election_lease, %namespace, %identity, "waiting to become leader");
+    // A standby replica is healthy and ready to take over; it only waits for the Lease.
+    let _ = ready_tx.send(false);
+    let mut term = Box::pin(terminated());
+    loop {
+        tokio::select! {
+            leader = manager.changed() => {
+                if leader? { break; }
+            }
+            _ = &mut term => return Ok(()),
+        }
+    }
+    info!("became leader");
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let lost = {
+        let stop_tx = stop_tx.clone();
+        async move {
+            tokio::select! {
+                _ = term => {}
+                res = async {
+                    loop {
+                        match manager.changed().await {
+                            Ok(true) => continue,
+                            Ok(false) => break "lost the Lease".to_string(),
+                            Err(e) => break format!("cannot renew the Lease: {e}"),
+                        }
+                    }
+                } => warn!(reason = %res, "stepping down"),
+            }
+            let _ = stop_tx.send(true);
+            manager
+        }
+    };
+    let lease_task = tokio::spawn(lost);
+    let shutdown = async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    };
+    controller::run(client, settings, cloud, metrics, opts, reporter, ready_tx, shutdown).await;
+    let _ = stop_tx.send(true);
+    if let Ok(manager) = lease_task.await {
+        if let Err(e) = manager.release().await {
+            warn!(error = %e, "could not release the Lease");
+        } else {
+            info!("released the Lease");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("600").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
 }

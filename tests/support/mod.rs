@@ -18,6 +18,7 @@
 
 mod certs;
 mod control_plane;
+pub mod faults;
 mod moto;
 mod net;
 mod process;
@@ -25,6 +26,7 @@ mod wait;
 
 pub use control_plane::{ControlPlane, tool_path};
 pub use moto::Moto;
+pub use net::{free_port, http_request};
 pub use process::{ManagedProcess, log_tail, scratch_dir, spawn_managed};
 pub use wait::{unique_name, wait_for};
 

@@ -1,0 +1,179 @@
+//! Status: conditions from the pipeline's verdicts, written only when something changed, and IDs
+//! of AWS resources recorded the moment they exist.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use super::error::{Error, kube_message, kube_reason};
+use super::kubernetes::FIELD_MANAGER;
+use crate::api::condition::{self as cond, Verdict};
+use crate::api::{ImagingTenant, ImagingTenantStatus};
+use crate::cloud::{CloudIds, Progress};
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+pub fn namespaces_verdict(
+    owned: &BTreeSet<String>,
+    conflicts: &[(String, Option<String>)],
+    terminating: &[String],
+    error: Option<&Error>,
+) -> Verdict {
+    if let Some((name, owner)) = conflicts.first() {
+        let whose = match owner {
+            Some(other) => format!("it belongs to tenant '{other}'"),
+            None => "it was not created by the operator for this tenant".to_string(),
+        };
+        let others = if conflicts.len() > 1 { format!(" (and {} more)", conflicts.len() - 1) } else { String::new() };
+        return Verdict::failed(
+            cond::NAMESPACES_READY,
+            "NamespaceConflict",
+            format!(
+                "namespace {name} already exists and {whose}{others}; it was left untouched. Choose another name in spec.namespaces, or have its owner remove it"
+            ),
+        );
+    }
+    if let Some(name) = terminating.first() {
+        return Verdict::failed(
+            cond::NAMESPACES_READY,
+            "NamespaceTerminating",
+            format!("namespace {name} is being deleted; it is created again once it is gone"),
+        );
+    }
+    if let Some(e) = error {
+        return error_verdict(cond::NAMESPACES_READY, e);
+    }
+    let list: Vec<&str> = owned.iter().map(String::as_str).collect();
+    Verdict::ok(
+        cond::NAMESPACES_READY,
+        "NamespacesOwned",
+        format!("namespaces {} exist and belong to this tenant", list.join(", ")),
+    )
+}
+
+fn error_verdict(type_: &'static str, error: &Error) -> Verdict {
+    match error {
+        Error::Observe { what, source } | Error::Apply { what, source } | Error::Remove { what, source } => {
+            Verdict::failed(type_, kube_reason(source), format!("{what}: {}", kube_message(source)))
+        }
+        other => Verdict::failed(type_, "Error", other.to_string()),
+    }
+}
+
+/// The verdict of one part applied inside the tenant's namespaces.
+pub fn part_verdict(
+    type_: &'static str,
+    error: Option<&Error>,
+    waiting: bool,
+    ok_reason: &str,
+    ok_message: &str,
+) -> Verdict {
+    match error {
+        Some(e) => error_verdict(type_, e),
+        None if waiting => Verdict::failed(
+            type_,
+            "WaitingForNamespaces",
+            "applied only in the namespaces that belong to this tenant; see NamespacesReady",
+        ),
+        None => Verdict::ok(type_, ok_reason, ok_message),
+    }
+}
+
+/// The next status: verdicts in the fixed order of `PARTS`, Ready last, timestamps kept where
+/// nothing changed.
+pub fn build(
+    tenant: &ImagingTenant,
+    previous: &ImagingTenantStatus,
+    mut verdicts: Vec<Verdict>,
+    owned: &BTreeSet<String>,
+    ids: CloudIds,
+) -> ImagingTenantStatus {
+    verdicts.sort_by_key(|v| cond::PARTS.iter().position(|p| *p == v.type_).unwrap_or(usize::MAX));
+    let ready = cond::ready(&verdicts);
+    verdicts.push(ready);
+    ImagingTenantStatus {
+        observed_generation: tenant.metadata.generation,
+        conditions: cond::merge(&previous.conditions, &verdicts, tenant.metadata.generation, &now()),
+        namespaces: owned.iter().cloned().collect(),
+        bucket: ids.bucket,
+        key: ids.key,
+        role: ids.role,
+    }
+}
+
+/// Adds (or refreshes) the DeletionBlocked condition.
+pub fn set_deletion_blocked(status: &mut ImagingTenantStatus, tenant: &ImagingTenant, verdict: &Verdict) {
+    let mut verdicts: Vec<Verdict> = status
+        .conditions
+        .iter()
+        .filter(|c| c.type_ != cond::DELETION_BLOCKED)
+        .filter_map(|c| {
+            cond::PARTS.iter().chain([cond::READY].iter()).find(|p| **p == c.type_).map(|p| Verdict {
+                type_: p,
+                ok: c.status == "True",
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+            })
+        })
+        .collect();
+    verdicts.push(Verdict::failed(cond::DELETION_BLOCKED, verdict.reason.clone(), verdict.message.clone()));
+    status.conditions = cond::merge(&status.conditions, &verdicts, tenant.metadata.generation, &now());
+}
+
+/// Writes the status only when it differs from what is stored: no write, no watch event, no
+/// reconcile storm.
+pub async fn write_if_changed(
+    client: &Client,
+    tenant: &ImagingTenant,
+    previous: &ImagingTenantStatus,
+    next: &ImagingTenantStatus,
+) -> Result<bool, Error> {
+    if tenant.status.is_some() && previous == next {
+        return Ok(false);
+    }
+    let api: Api<ImagingTenant> = Api::all(client.clone());
+    let patch = json!({
+        "apiVersion": "imaging.tenancy.dev/v1alpha1",
+        "kind": "ImagingTenant",
+        "status": next,
+    });
+    api.patch_status(&tenant.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(|source| Error::Status { tenant: tenant.name_any(), source })?;
+    Ok(true)
+}
+
+/// Records AWS resource IDs in status as soon as the cloud layer reports them (crash safety:
+/// a restarted operator finds them there before looking anywhere else).
+pub struct StatusProgress {
+    client: Client,
+    tenant: String,
+    recorded: CloudIds,
+}
+
+impl StatusProgress {
+    pub fn new(client: Client, tenant: String) -> Self {
+        StatusProgress { client, tenant, recorded: CloudIds::default() }
+    }
+}
+
+#[async_trait::async_trait]
+impl Progress for StatusProgress {
+    async fn record(&mut self, ids: &CloudIds) -> Result<(), String> {
+        if *ids == self.recorded {
+            return Ok(());
+        }
+        let api: Api<ImagingTenant> = Api::all(self.client.clone());
+        let patch = json!({"status": {"role": ids.role, "key": ids.key, "bucket": ids.bucket}});
+        api.patch_status(&self.tenant, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| format!("recording AWS resource IDs in the status of {}: {e}", self.tenant))?;
+        self.recorded = ids.clone();
+        Ok(())
+    }
+}

@@ -1,0 +1,184 @@
+//! Prometheus metrics of the operator, served on `/metrics`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::cloud::CallStats;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CategoryLabels {
+    pub category: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadyLabels {
+    pub ready: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AwsCallLabels {
+    pub service: String,
+    pub operation: String,
+    pub outcome: String,
+}
+
+pub struct Metrics {
+    pub registry: Mutex<Registry>,
+    reconciliations: Family<OutcomeLabels, Counter>,
+    errors: Family<CategoryLabels, Counter>,
+    duration: Histogram,
+    tenants: Family<ReadyLabels, Gauge>,
+    aws_calls: Family<AwsCallLabels, Counter>,
+    aws_writes: Counter,
+    watch_restarts: Counter,
+    ready_by_tenant: Mutex<HashMap<String, bool>>,
+    /// The AWS call counts already added to the counters.
+    aws_exported: Mutex<CallStats>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("imaging_tenant_operator");
+        let reconciliations = Family::<OutcomeLabels, Counter>::default();
+        let errors = Family::<CategoryLabels, Counter>::default();
+        let duration = Histogram::new(exponential_buckets(0.01, 2.0, 14));
+        let tenants = Family::<ReadyLabels, Gauge>::default();
+        let aws_calls = Family::<AwsCallLabels, Counter>::default();
+        let aws_writes = Counter::default();
+        let watch_restarts = Counter::default();
+        registry.register("reconciliations", "Reconciliations by outcome", reconciliations.clone());
+        registry.register("reconcile_errors", "Reconcile errors by category", errors.clone());
+        registry.register("reconcile_duration_seconds", "Duration of one reconcile", duration.clone());
+        registry.register("tenants", "Tenants by Ready state", tenants.clone());
+        registry.register("aws_calls", "AWS API calls by service, operation and outcome", aws_calls.clone());
+        registry.register("aws_writes", "AWS API calls that change something", aws_writes.clone());
+        registry.register("watch_restarts", "Watch streams that failed and were restarted", watch_restarts.clone());
+        for ready in ["true", "false"] {
+            tenants.get_or_create(&ReadyLabels { ready: ready.into() }).set(0);
+        }
+        Metrics {
+            registry: Mutex::new(registry),
+            reconciliations,
+            errors,
+            duration,
+            tenants,
+            aws_calls,
+            aws_writes,
+            watch_restarts,
+            ready_by_tenant: Mutex::default(),
+            aws_exported: Mutex::default(),
+        }
+    }
+
+    pub fn shared() -> Arc<Self> {
+        Arc::new(Self::new())
+    }
+
+    pub fn reconciled(&self, outcome: &str, took: Duration) {
+        self.reconciliations.get_or_create(&OutcomeLabels { outcome: outcome.into() }).inc();
+        self.duration.observe(took.as_secs_f64());
+    }
+
+    pub fn failed(&self, category: &'static str) {
+        self.errors.get_or_create(&CategoryLabels { category: category.into() }).inc();
+    }
+
+    /// Adds what the cloud layer counted since the last call (its counts are cumulative).
+    pub fn record_aws(&self, now: &CallStats) {
+        let mut exported = self.aws_exported.lock().expect("lock");
+        let delta = now.since(&exported);
+        for ((service, operation, outcome), n) in &delta.calls {
+            self.aws_calls
+                .get_or_create(&AwsCallLabels {
+                    service: service.clone(),
+                    operation: operation.clone(),
+                    outcome: outcome.to_string(),
+                })
+                .inc_by(*n);
+        }
+        self.aws_writes.inc_by(delta.writes);
+        *exported = now.clone();
+    }
+
+    pub fn watch_restarted(&self) {
+        self.watch_restarts.inc();
+    }
+
+    pub fn tenant_ready(&self, uid: &str, ready: bool) {
+        let mut map = self.ready_by_tenant.lock().expect("lock");
+        map.insert(uid.to_string(), ready);
+        self.publish_ready(&map);
+    }
+
+    pub fn forget_tenant(&self, uid: &str) {
+        let mut map = self.ready_by_tenant.lock().expect("lock");
+        map.remove(uid);
+        self.publish_ready(&map);
+    }
+
+    fn publish_ready(&self, map: &HashMap<String, bool>) {
+        let ready = map.values().filter(|r| **r).count() as i64;
+        self.tenants.get_or_create(&ReadyLabels { ready: "true".into() }).set(ready);
+        self.tenants.get_or_create(&ReadyLabels { ready: "false".into() }).set(map.len() as i64 - ready);
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().expect("lock");
+        prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_exposed() {
+        let m = Metrics::new();
+        m.reconciled("ok", Duration::from_millis(20));
+        m.failed("kubernetes_apply");
+        let mut stats = CallStats::default();
+        stats.calls.insert(("s3".into(), "CreateBucket".into(), "ok"), 1);
+        stats.writes = 1;
+        m.record_aws(&stats);
+        m.record_aws(&stats);
+        m.watch_restarted();
+        m.tenant_ready("u1", true);
+        m.tenant_ready("u2", false);
+        let text = m.encode();
+        for family in [
+            "imaging_tenant_operator_reconciliations_total{outcome=\"ok\"} 1",
+            "imaging_tenant_operator_reconcile_errors_total{category=\"kubernetes_apply\"} 1",
+            "imaging_tenant_operator_reconcile_duration_seconds_count 1",
+            "imaging_tenant_operator_tenants{ready=\"true\"} 1",
+            "imaging_tenant_operator_tenants{ready=\"false\"} 1",
+            "imaging_tenant_operator_aws_calls_total{service=\"s3\",operation=\"CreateBucket\",outcome=\"ok\"} 1",
+            "imaging_tenant_operator_aws_writes_total 1",
+            "imaging_tenant_operator_watch_restarts_total 1",
+        ] {
+            assert!(text.contains(family), "missing {family} in\n{text}");
+        }
+    }
+}
