@@ -39,36 +39,17 @@ pub struct Verdict {
 
 impl Verdict {
     pub fn ok(type_: &'static str, reason: impl Into<String>, message: impl Into<String>) -> Self {
-        Verdict {
-            type_,
-            ok: true,
-            reason: reason.into(),
-            message: message.into(),
-        }
+        Verdict { type_, ok: true, reason: reason.into(), message: message.into() }
     }
 
-    pub fn failed(
-        type_: &'static str,
-        reason: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
-        Verdict {
-            type_,
-            ok: false,
-            reason: reason.into(),
-            message: message.into(),
-        }
+    pub fn failed(type_: &'static str, reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Verdict { type_, ok: false, reason: reason.into(), message: message.into() }
     }
 }
 
 /// Turns verdicts into conditions, keeping the previous `lastTransitionTime` of every condition
 /// whose status did not change, so that an unchanged tenant gets a byte-identical status.
-pub fn merge(
-    previous: &[Condition],
-    verdicts: &[Verdict],
-    generation: Option<i64>,
-    now: &Time,
-) -> Vec<Condition> {
+pub fn merge(previous: &[Condition], verdicts: &[Verdict], generation: Option<i64>, now: &Time) -> Vec<Condition> {
     verdicts
         .iter()
         .map(|v| {
@@ -98,11 +79,7 @@ pub fn ready(parts: &[Verdict]) -> Verdict {
             "Provisioned",
             "every namespace, policy, binding, quota and AWS resource is in place and verified",
         ),
-        Some(v) => Verdict::failed(
-            READY,
-            v.reason.clone(),
-            format!("{}: {}", v.type_, v.message),
-        ),
+        Some(v) => Verdict::failed(READY, v.reason.clone(), format!("{}: {}", v.type_, v.message)),
     }
 }
 
@@ -146,35 +123,15 @@ mod tests {
 
     #[test]
     fn unchanged_status_keeps_its_transition_time() {
-        let first = merge(
-            &[],
-            &[Verdict::ok(KEY_READY, "Created", "ok")],
-            Some(1),
-            &at(100),
-        );
-        let second = merge(
-            &first,
-            &[Verdict::ok(KEY_READY, "Created", "ok")],
-            Some(1),
-            &at(200),
-        );
+        let first = merge(&[], &[Verdict::ok(KEY_READY, "Created", "ok")], Some(1), &at(100));
+        let second = merge(&first, &[Verdict::ok(KEY_READY, "Created", "ok")], Some(1), &at(200));
         assert_eq!(first, second);
     }
 
     #[test]
     fn changed_status_moves_its_transition_time() {
-        let first = merge(
-            &[],
-            &[Verdict::ok(KEY_READY, "Created", "ok")],
-            Some(1),
-            &at(100),
-        );
-        let second = merge(
-            &first,
-            &[Verdict::failed(KEY_READY, "AccessDenied", "no")],
-            Some(2),
-            &at(200),
-        );
+        let first = merge(&[], &[Verdict::ok(KEY_READY, "Created", "ok")], Some(1), &at(100));
+        let second = merge(&first, &[Verdict::failed(KEY_READY, "AccessDenied", "no")], Some(2), &at(200));
         assert_eq!(second[0].last_transition_time, at(200));
         assert_eq!(second[0].status, "False");
     }

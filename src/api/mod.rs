@@ -92,7 +92,8 @@ pub struct ImagingTenantSpec {
     /// Tags copied onto every AWS resource of the tenant when it is created. Keys starting with
     /// 'aws:' or 'imaging.tenancy.dev/' are reserved.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(length(max = 40))]
+    // maxProperties and the values' maxLength bound the CEL cost; without them the apiserver refuses the CRD.
+    #[schemars(extend("maxProperties" = 40, "additionalProperties" = {"type": "string", "maxLength": 256}))]
     #[x_kube(
         validation = Rule::new("self.all(k, !k.startsWith('aws:') && !k.startsWith('imaging.tenancy.dev/') && k != 'app.kubernetes.io/managed-by')").message("spec.tags keys must not start with 'aws:' or 'imaging.tenancy.dev/' and must not be 'app.kubernetes.io/managed-by': the operator sets those"),
         validation = Rule::new("self.all(k, k.size() >= 1 && k.size() <= 128 && k.matches('^[\\\\p{L}\\\\p{Z}\\\\p{N}_.:/=+\\\\-@]*$'))").message("spec.tags keys must be 1 to 128 letters, digits, spaces or _ . : / = + - @"),
@@ -237,23 +238,24 @@ pub struct Quota {
     /// ResourceQuota hard limits per namespace, as Kubernetes quantities, for example
     /// requests.cpu: "8", requests.memory: 32Gi, requests.storage: 1Ti, persistentvolumeclaims: "20".
     #[serde(default = "default_quota_hard")]
-    #[schemars(length(max = 32))]
+    // 16 keeps the rules' estimated CEL cost (isQuantity on an int-or-string) within the apiserver's budget.
+    #[schemars(extend("maxProperties" = 16))]
     #[x_kube(
         validation = Rule::new("self.all(k, k.size() <= 253 && k.matches('^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[a-zA-Z0-9]([-a-zA-Z0-9_./]*[a-zA-Z0-9])?$'))").message("quota.hard keys must be resource names such as requests.cpu, limits.memory, requests.storage, persistentvolumeclaims or count/services"),
-        validation = Rule::new("self.all(k, isQuantity(string(self[k])))").message("quota.hard values must be Kubernetes quantities such as \"8\", 500m, 32Gi or 1Ti"),
+        validation = Rule::new("self.all(k, type(self[k]) == int || isQuantity(self[k]))").message("quota.hard values must be Kubernetes quantities such as \"8\", 500m, 32Gi or 1Ti"),
     )]
     pub hard: BTreeMap<String, IntOrString>,
     /// Default requests given by the LimitRange to containers that set none, so that pods
     /// without requests still run under the quota. Defaults to cpu 100m and memory 128Mi.
     #[serde(default = "default_container_requests")]
-    #[schemars(length(max = 8))]
-    #[x_kube(validation = Rule::new("self.all(k, isQuantity(string(self[k])))").message("quota.defaultRequest values must be Kubernetes quantities such as 100m or 128Mi"))]
+    #[schemars(extend("maxProperties" = 8))]
+    #[x_kube(validation = Rule::new("self.all(k, type(self[k]) == int || isQuantity(self[k]))").message("quota.defaultRequest values must be Kubernetes quantities such as 100m or 128Mi"))]
     pub default_request: BTreeMap<String, IntOrString>,
     /// Default limits given by the LimitRange to containers that set none. Empty by default
     /// (containers without limits are not limited); set this when quota.hard limits `limits.*`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(length(max = 8))]
-    #[x_kube(validation = Rule::new("self.all(k, isQuantity(string(self[k])))").message("quota.defaultLimit values must be Kubernetes quantities such as 1 or 1Gi"))]
+    #[schemars(extend("maxProperties" = 8))]
+    #[x_kube(validation = Rule::new("self.all(k, type(self[k]) == int || isQuantity(self[k]))").message("quota.defaultLimit values must be Kubernetes quantities such as 1 or 1Gi"))]
     pub default_limit: BTreeMap<String, IntOrString>,
 }
 
@@ -268,15 +270,10 @@ impl Default for Quota {
 }
 
 fn default_quota_hard() -> BTreeMap<String, IntOrString> {
-    [
-        ("requests.cpu", "8"),
-        ("requests.memory", "32Gi"),
-        ("requests.storage", "1Ti"),
-        ("persistentvolumeclaims", "20"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), IntOrString::String(v.to_string())))
-    .collect()
+    [("requests.cpu", "8"), ("requests.memory", "32Gi"), ("requests.storage", "1Ti"), ("persistentvolumeclaims", "20")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), IntOrString::String(v.to_string())))
+        .collect()
 }
 
 fn default_container_requests() -> BTreeMap<String, IntOrString> {
@@ -311,11 +308,7 @@ pub struct Storage {
 
 impl Default for Storage {
     fn default() -> Self {
-        Storage {
-            versioning: true,
-            retention: None,
-            lifecycle: None,
-        }
+        Storage { versioning: true, retention: None, lifecycle: None }
     }
 }
 
@@ -400,9 +393,7 @@ pub struct Encryption {
 
 impl Default for Encryption {
     fn default() -> Self {
-        Encryption {
-            deletion_window_days: default_deletion_window(),
-        }
+        Encryption { deletion_window_days: default_deletion_window() }
     }
 }
 
@@ -489,11 +480,7 @@ impl ImagingTenant {
         if self.spec.namespaces.is_empty() {
             vec![self.tenant_name().to_string()]
         } else {
-            self.spec
-                .namespaces
-                .iter()
-                .map(|n| n.name.clone())
-                .collect()
+            self.spec.namespaces.iter().map(|n| n.name.clone()).collect()
         }
     }
 }
