@@ -1,0 +1,748 @@
+//! The tenant's S3 bucket with aws-sdk-s3.
+//!
+//! Every setting is read back, compared in a normalised form with what `desired::aws` says,
+//! written only when it differs, and read again after it was written. The operator never
+//! deletes an object or an object version: the only deletion here is of an empty bucket.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use aws_sdk_s3::types::{
+    BucketLifecycleConfiguration, BucketLocationConstraint, BucketLoggingStatus, BucketVersioningStatus,
+    CreateBucketConfiguration, DefaultRetention, ExpirationStatus, LifecycleRule as S3LifecycleRule,
+    LifecycleRuleFilter, LoggingEnabled, NoncurrentVersionExpiration, ObjectLockConfiguration, ObjectLockEnabled,
+    ObjectLockRetentionMode, ObjectLockRule, ObjectOwnership, OwnershipControls, OwnershipControlsRule,
+    PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
+    ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tag, Tagging, Transition as S3Transition,
+    TransitionStorageClass, VersioningConfiguration,
+};
+use serde_json::Value;
+
+use super::error::{CloudError, absent, code_of};
+use super::identity::{keys, missing_tags};
+use super::{Aws, BucketRetirement, Buckets, CloudEvent, DELETED, RETAINED, Step, policy};
+use crate::api::{BucketStatus, DeletionPolicy};
+use crate::desired::aws::{
+    AccessLogging, BlockPublicAccess, BucketEncryption, BucketSpec, LifecycleRule, ObjectLockRetention, TAG_RETAINED,
+    TAG_TENANT_UID, Transition,
+};
+
+const KIND: &str = "bucket";
+/// Versions and delete markers counted before a `Delete` tenant's bucket is reported non-empty.
+const COUNT_LIMIT: i32 = 1000;
+
+/// The bucket as S3 has it.
+struct LiveBucket {
+    status: BucketStatus,
+    tags: BTreeMap<String, String>,
+    /// An empty bucket of the tenant's name without any tenant tag: left by a create that was
+    /// interrupted before the tags were written (S3 endpoints without tags on CreateBucket).
+    untagged: bool,
+}
+
+/// A policy that compares as AWS reads it.
+#[derive(Debug)]
+struct Policy(Value);
+
+impl PartialEq for Policy {
+    fn eq(&self, other: &Self) -> bool {
+        policy::equivalent(&self.0, &other.0)
+    }
+}
+
+/// Object Lock as read back.
+#[derive(Debug, PartialEq)]
+struct Lock {
+    enabled: bool,
+    retention: Option<ObjectLockRetention>,
+}
+
+impl Aws {
+    async fn find_bucket(&self, want: &BucketSpec) -> Result<Option<LiveBucket>, CloudError> {
+        let region = match self.s3.head_bucket().bucket(&want.name).send().await {
+            Ok(out) => out.bucket_region().unwrap_or(&want.region).to_string(),
+            Err(e) => {
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                return match status {
+                    Some(404) => Ok(None),
+                    Some(403) => Err(CloudError::Foreign {
+                        kind: KIND,
+                        name: want.name.clone(),
+                        detail: "it belongs to another AWS account (HeadBucket answers 403)".into(),
+                    }),
+                    Some(301) => Err(CloudError::Foreign {
+                        kind: KIND,
+                        name: want.name.clone(),
+                        detail: format!("it exists in another region than {}", want.region),
+                    }),
+                    _ => Err(CloudError::aws("s3:HeadBucket", &bucket(want), e)),
+                };
+            }
+        };
+        let tags = self.bucket_tags(want).await?;
+        let status = BucketStatus { name: want.name.clone(), arn: want.arn.clone(), region };
+        match tags.get(TAG_TENANT_UID) {
+            Some(uid) if Some(uid) == want.tags.get(TAG_TENANT_UID) => {
+                Ok(Some(LiveBucket { status, tags, untagged: false }))
+            }
+            Some(uid) => Err(CloudError::Foreign {
+                kind: KIND,
+                name: want.name.clone(),
+                detail: format!("its tag {TAG_TENANT_UID} is {uid:?}"),
+            }),
+            None => match self.count_versions(want, 1).await? {
+                (0, false) => Ok(Some(LiveBucket { status, tags, untagged: true })),
+                _ => Err(CloudError::Foreign {
+                    kind: KIND,
+                    name: want.name.clone(),
+                    detail: format!("it holds objects and has no {TAG_TENANT_UID} tag"),
+                }),
+            },
+        }
+    }
+
+    async fn bucket_tags(&self, want: &BucketSpec) -> Result<BTreeMap<String, String>, CloudError> {
+        let out = absent(self.s3.get_bucket_tagging().bucket(&want.name).send().await, &["NoSuchTagSet"])
+            .map_err(|e| CloudError::aws("s3:GetBucketTagging", &bucket(want), e))?;
+        Ok(out
+            .map(|o| o.tag_set().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect())
+            .unwrap_or_default())
+    }
+
+    /// Adds `add` to the bucket's tags (PutBucketTagging replaces the whole set).
+    async fn add_bucket_tags(
+        &self,
+        want: &BucketSpec,
+        live: &BTreeMap<String, String>,
+        add: &BTreeMap<String, String>,
+    ) -> Result<(), CloudError> {
+        let mut all = live.clone();
+        all.extend(add.clone());
+        let tag_set = all
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| CloudError::Config(format!("bucket tags: {e}")))?;
+        let tagging = Tagging::builder()
+            .set_tag_set(Some(tag_set))
+            .build()
+            .map_err(|e| CloudError::Config(format!("bucket tags: {e}")))?;
+        self.s3
+            .put_bucket_tagging()
+            .bucket(&want.name)
+            .tagging(tagging)
+            .send()
+            .await
+            .map_err(|e| CloudError::aws("s3:PutBucketTagging", &bucket(want), e))?;
+        Ok(())
+    }
+
+    /// Object versions plus delete markers, up to `limit`, and whether there are more.
+    async fn count_versions(&self, want: &BucketSpec, limit: i32) -> Result<(usize, bool), CloudError> {
+        let out = self
+            .s3
+            .list_object_versions()
+            .bucket(&want.name)
+            .max_keys(limit)
+            .send()
+            .await
+            .map_err(|e| CloudError::aws("s3:ListObjectVersions", &bucket(want), e))?;
+        Ok((out.versions().len() + out.delete_markers().len(), out.is_truncated().unwrap_or(false)))
+    }
+
+    async fn create_bucket(&self, want: &BucketSpec, step: &mut Step<'_>) -> Result<LiveBucket, CloudError> {
+        let tags = want
+            .tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| CloudError::Config(format!("bucket tags: {e}")))?;
+        let mut config = CreateBucketConfiguration::builder().set_tags(Some(tags));
+        if want.region != "us-east-1" {
+            config = config.location_constraint(BucketLocationConstraint::from(want.region.as_str()));
+        }
+        let out = self
+            .s3
+            .create_bucket()
+            .bucket(&want.name)
+            .create_bucket_configuration(config.build())
+            .object_ownership(ObjectOwnership::BucketOwnerEnforced)
+            // Object Lock can only be switched on when the bucket is created (or later through
+            // PutObjectLockConfiguration on a versioned bucket, which `secure` tries).
+            .object_lock_enabled_for_bucket(want.object_lock.is_some())
+            .send()
+            .await;
+        match out {
+            Ok(_) => {}
+            // A concurrent pass created it: check it like an existing bucket.
+            Err(e) if code_of(&e) == Some("BucketAlreadyOwnedByYou") => {}
+            Err(e) if code_of(&e) == Some("BucketAlreadyExists") => {
+                return Err(CloudError::Foreign {
+                    kind: KIND,
+                    name: want.name.clone(),
+                    detail: "another AWS account owns a bucket of that name".into(),
+                });
+            }
+            Err(e) => return Err(CloudError::aws("s3:CreateBucket", &bucket(want), e)),
+        }
+        let status = BucketStatus { name: want.name.clone(), arn: want.arn.clone(), region: want.region.clone() };
+        step.created(KIND, format!("created S3 bucket {}", want.name));
+        let recorded = status.clone();
+        step.record(|ids| ids.bucket = Some(recorded)).await?;
+        // Endpoints that ignore tags on CreateBucket get them right away.
+        let tags = self.bucket_tags(want).await?;
+        Ok(LiveBucket { status, tags, untagged: false })
+    }
+
+    async fn public_access_block(&self, want: &BucketSpec) -> Result<Option<BlockPublicAccess>, CloudError> {
+        let out = absent(
+            self.s3.get_public_access_block().bucket(&want.name).send().await,
+            &["NoSuchPublicAccessBlockConfiguration"],
+        )
+        .map_err(|e| CloudError::aws("s3:GetPublicAccessBlock", &bucket(want), e))?;
+        Ok(out.and_then(|o| {
+            o.public_access_block_configuration().map(|c| BlockPublicAccess {
+                block_public_acls: c.block_public_acls().unwrap_or(false),
+                ignore_public_acls: c.ignore_public_acls().unwrap_or(false),
+                block_public_policy: c.block_public_policy().unwrap_or(false),
+                restrict_public_buckets: c.restrict_public_buckets().unwrap_or(false),
+            })
+        }))
+    }
+
+    async fn put_public_access_block(&self, want: &BucketSpec) -> Result<(), CloudError> {
+        let b = want.block_public_access;
+        self.s3
+            .put_public_access_block()
+            .bucket(&want.name)
+            .public_access_block_configuration(
+                PublicAccessBlockConfiguration::builder()
+                    .block_public_acls(b.block_public_acls)
+                    .ignore_public_acls(b.ignore_public_acls)
+                    .block_public_policy(b.block_public_policy)
+                    .restrict_public_buckets(b.restrict_public_buckets)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| CloudError::aws("s3:PutPublicAccessBlock", &bucket(want), e))?;
+        Ok(())
+    }
+
+    async fn ownership(&self, want: &BucketSpec) -> Result<Option<String>, CloudError> {
+        let out = absent(
+            self.s3.get_bucket_ownership_controls().bucket(&want.name).send().await,
+            &["OwnershipControlsNotFoundError"],
+        )
+        .map_err(|e| CloudError::aws("s3:GetBucketOwnershipControls", &bucket(want), e))?;
+        Ok(out.and_then(|o| {
+            let rules = o.ownership_controls()?.rules();
+            match rules {
+                [only] => Some(only.object_ownership().as_str().to_string()),
+                [] => None,
+                many => Some(many.iter().map(|r| r.object_ownership().as_str()).collect::<Vec<_>>().join("+")),
+            }
+        }))
+    }
+
+    async fn put_ownership(&self, want: &BucketSpec) -> Result<(), CloudError> {
+        let rule = OwnershipControlsRule::builder()
+            .object_ownership(ObjectOwnership::from(want.object_ownership.as_str()))
+            .build()
+            .map_err(|e| CloudError::Config(e.to_string()))?;
+        let controls =
+            OwnershipControls::builder().rules(rule).build().map_err(|e| CloudError::Config(e.to_string()))?;
+        self.s3
+            .put_bucket_ownership_controls()
+            .bucket(&want.name)
+            .ownership_controls(controls)
+            .send()
+            .await
+            .map_err(|e| CloudError::aws("s3:PutBucketOwnershipControls", &bucket(want), e))?;
+        Ok(())
+    }
+
+    async fn encryption(&self, want: &BucketSpec) -> Result<Option<BucketEncryption>, CloudError> {
+        let out = absent(
+            self.s3.get_bucket_encryption().bucket(&want.name).send().await,
+            &["ServerSideEncryptionConfigurationNotFoundError"],
+        )
+        .map_err(|e| CloudError::aws("s3:GetBucketEncryption", &bucket(want), e))?;
+        let Some(config) = out.as_ref().and_then(|o| o.server_side_encryption_configuration()) else {
+            return Ok(None);
+        };
+        let [rule] = config.rules() else {
+            // More than one rule is not something this operator writes.
+            return Ok(Some(BucketEncryption {
+                sse_algorithm: format!("{} rules", config.rules().len()),
+                kms_key_arn: String::new(),
+                bucket_key_enabled: false,
+            }));
+        };
+        let by_default = rule.apply_server_side_encryption_by_default();
+        let mut key = by_default.and_then(|d| d.kms_master_key_id()).unwrap_or_default().to_string();
+        // S3 may answer with the key ID where an ARN was written: the same key.
+        if !key.is_empty() && !key.starts_with("arn:") && want.encryption.kms_key_arn.ends_with(&format!("key/{key}")) {
+            key = want.encryption.kms_key_arn.clone();
+        }
+        Ok(Some(BucketEncryption {
+            sse_algorithm: by_default.map(|d| d.sse_algorithm().as_str().to_string()).unwrap_or_default(),
+            kms_key_arn: key,
+            bucket_key_enabled: rule.bucket_key_enabled().unwrap_or(false),
+        }))
+    }
+
+    async fn put_encryption(&self, want: &BucketSpec) -> Result<(), CloudError> {
+        let e = &want.encryption;
+        let by_default = ServerSideEncryptionByDefault::builder()
+            .sse_algorithm(ServerSideEncryption::from(e.sse_algorithm.as_str()))
+            .kms_master_key_id(&e.kms_key_arn)
+            .build()
+            .map_err(|e| CloudError::Config(e.to_string()))?;
+        let config = ServerSideEncryptionConfiguration::builder()
+            .rules(
+                ServerSideEncryptionRule::builder()
+                    .apply_server_side_encryption_by_default(by_default)
+                    .bucket_key_enabled(e.bucket_key_enabled)
+                    .build(),
+            )
+            .build()
+            .map_err(|e| CloudError::Config(e.to_string()))?;
+        self.s3
+            .put_bucket_encryption()
+            .bucket(&want.name)
+            .server_side_encryption_configuration(config)
+            .send()
+            .await
+            .map_err(|e| CloudError::aws("s3:PutBucketEncryption", &bucket(want), e))?;
+        Ok(())
+    }
+
+    async fn versioning(&self, want: &BucketSpec) -> Result<Option<String>, CloudError> {
+        let out = self
+            .s3
+            .get_bucket_versioning()
+            .bucket(&want.name)
+            .send()
+            .await
+            .map_err(|e| CloudError::aws("s3:GetBucketVersioning", &bucket(want), e))?;
+        Ok(out.status().map(|s| s.as_str().to_string()))
+    }
+
+    async fn put_versioning(&self, want: &BucketSpec) -> Result<(), CloudError> {
+        self.s3
+            .put_bucket_versioning()
+            .bucket(&want.name)
+            .versioning_configuration(
+                VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build(),
+            )
+            .send()
+            .await
+            .map_err(|e| CloudError::aws("s3:PutBucketVersioning", &bucket(want), e))?;
+        Ok(())
+    }
+
+    async fn object_lock(&self, want: &BucketSpec) -> Result<Lock, CloudError> {
+        let out = absent(
+            self.s3.get_object_lock_configuration().bucket(&want.name).send().await,
+            &["ObjectLockConfigurationNotFoundError"],
+        )
+        .map_err(|e| CloudError::aws("s3:GetObjectLockConfiguration", &bucket(want), e))?;
+        let Some(config) = out.as_ref().and_then(|o| o.object_lock_configuration()) else {
+            return Ok(Lock { enabled: false, retention: None });
+        };
+        Ok(Lock {
+            enabled: config.object_lock_enabled() == Some(&ObjectLockEnabled::Enabled),
+            retention: config.rule().and_then(|r| r.default_retention()).map(|d| ObjectLockRetention {
+                mode: d.mode().map(|m| m.as_str().to_string()).unwrap_or_default(),
+                // A retention in years is not one this operator writes: it compares unequal.
+                days: d.days().unwrap_or(-d.years().unwrap_or(0)),
+            }),
+        })
+    }
+
+    async fn put_object_lock(&self, want: &BucketSpec, retention: &ObjectLockRetention) -> Result<(), CloudError> {
+        let config = ObjectLockConfiguration::builder()
+            .object_lock_enabled(ObjectLockEnabled::Enabled)
+            .rule(
+                ObjectLockRule::builder()
+                    .default_retention(
+                        DefaultRetention::builder()
+                            .mode(ObjectLockRetentionMode::from(retention.mode.as_str()))
+                            .days(retention.days)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build();
+        self.s3
+            .put_object_lock_configuration()
+            .bucket(&want.name)
+            .object_lock_configuration(config)
+            .send()
+            .await
+            .map_err(|e| CloudError::aws("s3:PutObjectLockConfiguration", &bucket(want), e))?;
+        Ok(())
+    }
+
+    async fn lifecycle(&self, want: &BucketSpec) -> Result<Vec<LifecycleRule>, CloudError> {
+        let out = absent(
+            self.s3.get_bucket_lifecycle_configuration().bucket(&want.name).send().await,
+            &["NoSuchLifecycleConfiguration"],
+        )
+        .map_err(|e| CloudError::aws("s3:GetBucketLifecycleConfiguration", &bucket(want), e))?;
+        let mut rules: Vec<LifecycleRule> =
+            out.map(|o| o.rules().iter().map(comparable_rule).collect()).unwrap_or_default();
+        rules.sort();
+        Ok(rules)
+    }
+
+    async fn put_lifecycle(&self, want: &BucketSpec) -> Result<(), CloudError> {
+        if want.lifecycle.is_empty() {
+            self.s3
+                .delete_bucket_lifecycle()
+                .bucket(&want.name)
+                .send()
+                .await
+                .map_err(|e| CloudError::aws("s3:DeleteBucketLifecycle", &bucket(want), e))?;
+            return Ok(());
+        }
+        let rules = want
+            .lifecycle
+            .iter()
+            .map(|rule| {
+                let mut b = S3LifecycleRule::builder()
+                    .id(&rule.id)
+                    .status(ExpirationStatus::Enabled)
+                    .filter(LifecycleRuleFilter::builder().prefix("").build());
+                if let Some(t) = &rule.transition {
+                    b = b.transitions(
+                        S3Transition::builder()
+                            .days(t.days)
+                            .storage_class(TransitionStorageClass::from(t.storage_class.as_str()))
+                            .build(),
+                    );
+                }
+                if let Some(days) = rule.noncurrent_version_expiration_days {
+                    b = b.noncurrent_version_expiration(
+                        NoncurrentVersionExpiration::builder().noncurrent_days(days).build(),
+                    );
+                }
+                b.build()
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| CloudError::Config(e.to_string()))?;
+        let config = BucketLifecycleConfiguration::builder()
+            .set_rules(Some(rules))
+            .build()
+            .map_err(|e| CloudError::Config(e.to_string()))?;
+        self.s3
+            .put_bucket_lifecycle_configuration()
+            .bucket(&want.name)
+            .lifecycle_configuration(config)
+            .send()
+            .await
+            .map_err(|e| CloudError::aws("s3:PutBucketLifecycleConfiguration", &bucket(want), e))?;
+        Ok(())
+    }
+
+    async fn logging(&self, want: &BucketSpec) -> Result<Option<AccessLogging>, CloudError> {
+        let out = self
+            .s3
+            .get_bucket_logging()
+            .bucket(&want.name)
+            .send()
+            .await
+            .map_err(|e| CloudError::aws("s3:GetBucketLogging", &bucket(want), e))?;
+        Ok(out.logging_enabled().map(|l| AccessLogging {
+            target_bucket: l.target_bucket().to_string(),
+            target_prefix: l.target_prefix().to_string(),
+        }))
+    }
+
+    async fn put_logging(&self, want: &BucketSpec) -> Result<(), CloudError> {
+        let status = match &want.logging {
+            Some(l) => BucketLoggingStatus::builder()
+                .logging_enabled(
+                    LoggingEnabled::builder()
+                        .target_bucket(&l.target_bucket)
+                        .target_prefix(&l.target_prefix)
+                        .build()
+                        .map_err(|e| CloudError::Config(e.to_string()))?,
+                )
+                .build(),
+            None => BucketLoggingStatus::builder().build(),
+        };
+        self.s3
+            .put_bucket_logging()
+            .bucket(&want.name)
+            .bucket_logging_status(status)
+            .send()
+            .await
+            .map_err(|e| CloudError::aws("s3:PutBucketLogging", &bucket(want), e))?;
+        Ok(())
+    }
+
+    async fn bucket_policy(&self, want: &BucketSpec) -> Result<Option<Policy>, CloudError> {
+        let out = absent(self.s3.get_bucket_policy().bucket(&want.name).send().await, &["NoSuchBucketPolicy"])
+            .map_err(|e| CloudError::aws("s3:GetBucketPolicy", &bucket(want), e))?;
+        out.and_then(|o| o.policy)
+            .map(|doc| {
+                policy::parse(&doc).map(Policy).map_err(|detail| CloudError::Unreadable {
+                    what: "bucket policy",
+                    resource: bucket(want),
+                    detail,
+                })
+            })
+            .transpose()
+    }
+
+    async fn put_bucket_policy(&self, want: &BucketSpec) -> Result<(), CloudError> {
+        self.s3
+            .put_bucket_policy()
+            .bucket(&want.name)
+            .policy(want.policy.to_string())
+            .send()
+            .await
+            .map_err(|e| CloudError::aws("s3:PutBucketPolicy", &bucket(want), e))?;
+        Ok(())
+    }
+}
+
+/// Reads a setting; when it differs from `$desired`, writes it, reads it again, and reports a
+/// repair (or `NotConverged` when the write did not take).
+macro_rules! converge {
+    ($step:expr, $want:expr, $what:expr, $read:expr, $desired:expr, $write:expr) => {{
+        let desired = $desired;
+        let live = $read.await?;
+        if live != desired {
+            $write.await?;
+            let again = $read.await?;
+            if again != desired {
+                return Err(CloudError::NotConverged {
+                    what: $what,
+                    resource: bucket($want),
+                    detail: format!("wanted {desired:?}, S3 answers {again:?}"),
+                });
+            }
+            $step.repaired(KIND, format!("restored {} of S3 bucket {} (found {:?})", $what, $want.name, live));
+        }
+    }};
+}
+
+#[async_trait]
+impl Buckets for Aws {
+    async fn observe(&self, want: &BucketSpec) -> Result<Option<BucketStatus>, CloudError> {
+        Ok(self.find_bucket(want).await?.map(|b| b.status))
+    }
+
+    async fn ensure(&self, want: &BucketSpec, step: &mut Step<'_>) -> Result<BucketStatus, CloudError> {
+        let live = match self.find_bucket(want).await? {
+            Some(live) => {
+                let recorded = live.status.clone();
+                step.record(|ids| ids.bucket = Some(recorded)).await?;
+                live
+            }
+            None => self.create_bucket(want, step).await?,
+        };
+        let missing = missing_tags(&want.tags, &live.tags);
+        if !missing.is_empty() {
+            self.add_bucket_tags(want, &live.tags, &missing).await?;
+            if live.untagged {
+                step.repaired(
+                    KIND,
+                    format!(
+                        "took over the empty, untagged S3 bucket {} left by an interrupted create, and tagged it",
+                        want.name
+                    ),
+                );
+            } else {
+                step.repaired(KIND, format!("restored tags {} of S3 bucket {}", keys(&missing), want.name));
+            }
+        }
+        Ok(live.status)
+    }
+
+    async fn secure(&self, want: &BucketSpec, step: &mut Step<'_>) -> Result<(), CloudError> {
+        converge!(
+            step,
+            want,
+            "Block Public Access",
+            self.public_access_block(want),
+            Some(want.block_public_access),
+            self.put_public_access_block(want)
+        );
+        converge!(
+            step,
+            want,
+            "Object Ownership",
+            self.ownership(want),
+            Some(want.object_ownership.clone()),
+            self.put_ownership(want)
+        );
+        converge!(
+            step,
+            want,
+            "default encryption",
+            self.encryption(want),
+            Some(want.encryption.clone()),
+            self.put_encryption(want)
+        );
+        if want.versioning {
+            converge!(
+                step,
+                want,
+                "versioning",
+                self.versioning(want),
+                Some("Enabled".to_string()),
+                self.put_versioning(want)
+            );
+        }
+        if let Some(retention) = &want.object_lock {
+            let live = self.object_lock(want).await?;
+            let desired = Lock { enabled: true, retention: Some(retention.clone()) };
+            if live != desired {
+                if let Err(e) = self.put_object_lock(want, retention).await {
+                    if !live.enabled {
+                        return Err(CloudError::NotConverged {
+                            what: "Object Lock",
+                            resource: bucket(want),
+                            detail: format!(
+                                "spec.storage.retention was set after the bucket was created without Object Lock, and enabling it now failed ({e}); objects written so far have no retention. Enable Object Lock on the bucket (AWS allows it on versioned buckets) or move the data to a new tenant"
+                            ),
+                        });
+                    }
+                    return Err(e);
+                }
+                let again = self.object_lock(want).await?;
+                if again != desired {
+                    return Err(CloudError::NotConverged {
+                        what: "Object Lock",
+                        resource: bucket(want),
+                        detail: format!("wanted {desired:?}, S3 answers {again:?}"),
+                    });
+                }
+                if live.enabled {
+                    step.repaired(
+                        KIND,
+                        format!(
+                            "restored the Object Lock default retention of S3 bucket {} (found {:?})",
+                            want.name, live.retention
+                        ),
+                    );
+                } else {
+                    step.repaired(KIND, format!("enabled Object Lock with {} days {} retention on the existing S3 bucket {}; objects written before keep no retention", retention.days, retention.mode, want.name));
+                }
+            }
+        }
+        converge!(
+            step,
+            want,
+            "lifecycle rules",
+            self.lifecycle(want),
+            want.lifecycle.clone(),
+            self.put_lifecycle(want)
+        );
+        converge!(
+            step,
+            want,
+            "server access logging",
+            self.logging(want),
+            want.logging.clone(),
+            self.put_logging(want)
+        );
+        converge!(
+            step,
+            want,
+            "bucket policy",
+            self.bucket_policy(want),
+            Some(Policy(want.policy.clone())),
+            self.put_bucket_policy(want)
+        );
+        Ok(())
+    }
+
+    async fn retire(
+        &self,
+        want: &BucketSpec,
+        policy: DeletionPolicy,
+        events: &mut Vec<CloudEvent>,
+    ) -> Result<BucketRetirement, CloudError> {
+        let live = match self.find_bucket(want).await {
+            Ok(Some(live)) => live,
+            Ok(None) => return Ok(BucketRetirement::Gone),
+            Err(CloudError::Foreign { detail, .. }) => {
+                tracing::warn!(bucket = want.name, "not retiring a bucket that is not the tenant's: {detail}");
+                return Ok(BucketRetirement::Gone);
+            }
+            Err(e) => return Err(e),
+        };
+        match policy {
+            DeletionPolicy::Retain => {
+                if live.tags.get(TAG_RETAINED).map(String::as_str) != Some("true") {
+                    let retained = BTreeMap::from([(TAG_RETAINED.to_string(), "true".to_string())]);
+                    self.add_bucket_tags(want, &live.tags, &retained).await?;
+                    events.push(CloudEvent {
+                        reason: RETAINED,
+                        note: format!(
+                            "kept S3 bucket {} with its objects and tagged it {TAG_RETAINED}=true",
+                            want.name
+                        ),
+                    });
+                }
+                Ok(BucketRetirement::Retained)
+            }
+            DeletionPolicy::Delete => {
+                let (counted, more) = self.count_versions(want, COUNT_LIMIT).await?;
+                if counted > 0 || more {
+                    return Ok(BucketRetirement::NotEmpty { counted, more });
+                }
+                match self.s3.delete_bucket().bucket(&want.name).send().await {
+                    Ok(_) => {}
+                    Err(e) if code_of(&e) == Some("NoSuchBucket") => return Ok(BucketRetirement::Gone),
+                    // Written to since it was counted.
+                    Err(e) if code_of(&e) == Some("BucketNotEmpty") => {
+                        return Ok(BucketRetirement::NotEmpty { counted: 1, more: true });
+                    }
+                    Err(e) => return Err(CloudError::aws("s3:DeleteBucket", &bucket(want), e)),
+                }
+                events.push(CloudEvent { reason: DELETED, note: format!("deleted the empty S3 bucket {}", want.name) });
+                Ok(BucketRetirement::Gone)
+            }
+        }
+    }
+}
+
+fn bucket(want: &BucketSpec) -> String {
+    format!("S3 bucket {}", want.name)
+}
+
+/// A lifecycle rule as S3 returns it, in the form `desired::aws` writes. A rule with anything
+/// else (a filter, an expiration of current objects, ...) gets an ID that cannot match.
+#[allow(deprecated)] // `Prefix` outside `Filter` is deprecated, but S3 may still return it.
+fn comparable_rule(rule: &S3LifecycleRule) -> LifecycleRule {
+    let whole_bucket = rule.prefix().unwrap_or_default().is_empty()
+        && rule.filter().is_none_or(|f| {
+            f.prefix().unwrap_or_default().is_empty()
+                && f.tag().is_none()
+                && f.and().is_none()
+                && f.object_size_greater_than().is_none()
+                && f.object_size_less_than().is_none()
+        });
+    let only_ours = whole_bucket
+        && rule.status() == &ExpirationStatus::Enabled
+        && rule.expiration().is_none()
+        && rule.noncurrent_version_transitions().is_empty()
+        && rule.abort_incomplete_multipart_upload().is_none()
+        && rule.transitions().len() <= 1
+        && rule.noncurrent_version_expiration().is_none_or(|n| n.newer_noncurrent_versions().is_none());
+    let id = rule.id().unwrap_or_default().to_string();
+    LifecycleRule {
+        id: if only_ours { id } else { format!("{id} (with settings this operator does not write)") },
+        transition: rule.transitions().first().map(|t| Transition {
+            days: t.days().unwrap_or_default(),
+            storage_class: t.storage_class().map(|c| c.as_str().to_string()).unwrap_or_default(),
+        }),
+        noncurrent_version_expiration_days: rule.noncurrent_version_expiration().and_then(|n| n.noncurrent_days()),
+    }
+}
