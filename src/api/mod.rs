@@ -238,24 +238,24 @@ pub struct Quota {
     /// ResourceQuota hard limits per namespace, as Kubernetes quantities, for example
     /// requests.cpu: "8", requests.memory: 32Gi, requests.storage: 1Ti, persistentvolumeclaims: "20".
     #[serde(default = "default_quota_hard")]
-    // 16 keeps the rules' estimated CEL cost (isQuantity on an int-or-string) within the apiserver's budget.
-    #[schemars(extend("maxProperties" = 16))]
+    // maxProperties and the values' maxLength bound the CEL cost; without them the apiserver refuses the CRD.
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"x-kubernetes-int-or-string": true, "maxLength": 64}))]
     #[x_kube(
         validation = Rule::new("self.all(k, k.size() <= 253 && k.matches('^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[a-zA-Z0-9]([-a-zA-Z0-9_./]*[a-zA-Z0-9])?$'))").message("quota.hard keys must be resource names such as requests.cpu, limits.memory, requests.storage, persistentvolumeclaims or count/services"),
-        validation = Rule::new("self.all(k, type(self[k]) == int || isQuantity(self[k]))").message("quota.hard values must be Kubernetes quantities such as \"8\", 500m, 32Gi or 1Ti"),
+        validation = Rule::new("self.all(k, isQuantity(string(self[k])))").message("quota.hard values must be Kubernetes quantities such as \"8\", 500m, 32Gi or 1Ti"),
     )]
     pub hard: BTreeMap<String, IntOrString>,
     /// Default requests given by the LimitRange to containers that set none, so that pods
     /// without requests still run under the quota. Defaults to cpu 100m and memory 128Mi.
     #[serde(default = "default_container_requests")]
-    #[schemars(extend("maxProperties" = 8))]
-    #[x_kube(validation = Rule::new("self.all(k, type(self[k]) == int || isQuantity(self[k]))").message("quota.defaultRequest values must be Kubernetes quantities such as 100m or 128Mi"))]
+    #[schemars(extend("maxProperties" = 8, "additionalProperties" = {"x-kubernetes-int-or-string": true, "maxLength": 64}))]
+    #[x_kube(validation = Rule::new("self.all(k, isQuantity(string(self[k])))").message("quota.defaultRequest values must be Kubernetes quantities such as 100m or 128Mi"))]
     pub default_request: BTreeMap<String, IntOrString>,
     /// Default limits given by the LimitRange to containers that set none. Empty by default
     /// (containers without limits are not limited); set this when quota.hard limits `limits.*`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 8))]
-    #[x_kube(validation = Rule::new("self.all(k, type(self[k]) == int || isQuantity(self[k]))").message("quota.defaultLimit values must be Kubernetes quantities such as 1 or 1Gi"))]
+    #[schemars(extend("maxProperties" = 8, "additionalProperties" = {"x-kubernetes-int-or-string": true, "maxLength": 64}))]
+    #[x_kube(validation = Rule::new("self.all(k, isQuantity(string(self[k])))").message("quota.defaultLimit values must be Kubernetes quantities such as 1 or 1Gi"))]
     pub default_limit: BTreeMap<String, IntOrString>,
 }
 
