@@ -1,13 +1,394 @@
 //! `plan`: validate ImagingTenant manifests offline with the cluster's rules and print what the
-//! operator would create.
+//! operator would create, for review in pull requests of GitOps repositories.
+//!
+//! Every document must be an ImagingTenant that the apiserver would accept (see
+//! [`validate`]). The output (YAML by default) is every Kubernetes object of every tenant, in
+//! the order the operator applies them, followed by the tenant's AWS resources with their
+//! policies as a comment block: so the whole output can be given to `kubectl apply
+//! --dry-run=server -f -`. `-o json` gives the same as data.
+//!
+//! The objects carry no owner reference and no tenant-UID label, and AWS names show
+//! `<uid-hash>`: all of these derive from the tenant's UID, which exists only once the tenant is
+//! stored. A manifest that has a UID (`kubectl get itn NAME -o yaml`) is planned with it.
+//!
+//! Exit status: 0 when every document is valid; 1 when any is not (every problem of every
+//! document goes to stderr and nothing to stdout, so a failed plan cannot be half-applied); 2
+//! when the input cannot be read (a missing file, a YAML syntax error, a bad flag).
 
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-/// Settings `plan` renders with; what is not given is shown as a placeholder.
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct PlanSettings {}
+use serde::Serialize;
+use serde_json::Value;
 
-pub fn main(_file: &Path, _settings: &PlanSettings) -> ExitCode {
-    ExitCode::from(2)
+use crate::api::ImagingTenant;
+use crate::config::Settings;
+use crate::desired;
+use crate::desired::aws::TenantAws;
+
+mod manifest;
+pub mod validate;
+
+pub use manifest::{Document, parse_documents};
+pub use validate::{Problem, TenantRules};
+
+/// Settings `plan` renders with; what is not given is shown as a placeholder. The flags and
+/// environment variables are those of `run`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct PlanSettings {
+    /// Name of the cluster the tenants are for.
+    #[arg(long, env = "ITO_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// AWS region of the tenant buckets and keys.
+    #[arg(long, env = "ITO_AWS_REGION")]
+    pub aws_region: Option<String>,
+    /// AWS account ID (`run` reads it from STS).
+    #[arg(long, env = "ITO_ACCOUNT_ID")]
+    pub account_id: Option<String>,
+    /// First part of every bucket name.
+    #[arg(long, env = "ITO_BUCKET_PREFIX")]
+    pub bucket_prefix: Option<String>,
+    /// Bucket receiving S3 server access logs of every tenant bucket, under '<tenant>/'.
+    #[arg(long, env = "ITO_AUDIT_LOG_BUCKET")]
+    pub audit_log_bucket: Option<String>,
+    /// ARN of the cluster's IAM OIDC provider, trusted by tenant roles (IRSA).
+    #[arg(long, env = "ITO_OIDC_PROVIDER_ARN")]
+    pub oidc_provider_arn: Option<String>,
+    /// ARN of the role the operator runs as.
+    #[arg(long, env = "ITO_OPERATOR_ROLE_ARN")]
+    pub operator_role_arn: Option<String>,
+    /// ARN of the emergency role allowed to administer tenant keys and buckets.
+    #[arg(long, env = "ITO_BREAK_GLASS_ROLE_ARN")]
+    pub break_glass_role_arn: Option<String>,
+    /// Name of the workload ServiceAccount created in every tenant namespace.
+    #[arg(long, env = "ITO_WORKLOAD_SERVICE_ACCOUNT")]
+    pub workload_service_account: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Yaml)]
+    pub output: OutputFormat,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// Kubernetes objects as YAML documents, AWS resources as comments.
+    #[default]
+    Yaml,
+    /// One JSON object: every tenant with its Kubernetes objects and AWS resources.
+    Json,
+}
+
+impl PlanSettings {
+    /// The operator settings these flags describe, placeholders for the rest.
+    pub fn to_settings(&self) -> Result<Settings, String> {
+        let mut settings = Settings::placeholder();
+        if let Some(cluster) = &self.cluster_name {
+            settings.cluster_name = cluster.clone();
+        }
+        if let Some(region) = &self.aws_region {
+            settings.region = region.clone();
+            settings.partition = Settings::partition_of(region).to_string();
+        }
+        if let Some(account) = &self.account_id {
+            if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!("--account-id must be 12 digits, not {account:?}"));
+            }
+            settings.account_id = account.clone();
+        }
+        if let Some(prefix) = &self.bucket_prefix {
+            desired::names::validate_bucket_prefix(prefix)?;
+            settings.bucket_prefix = prefix.clone();
+        }
+        let iam = format!("arn:{}:iam::{}", settings.partition, settings.account_id);
+        settings.oidc_provider_arn =
+            self.oidc_provider_arn.clone().unwrap_or_else(|| format!("{iam}:oidc-provider/<oidc-issuer>"));
+        settings.operator_role_arn =
+            self.operator_role_arn.clone().unwrap_or_else(|| format!("{iam}:role/<operator-role>"));
+        settings.audit_log_bucket = self.audit_log_bucket.clone();
+        settings.break_glass_role_arn = self.break_glass_role_arn.clone();
+        if let Some(sa) = &self.workload_service_account {
+            settings.workload_service_account = sa.clone();
+        }
+        Ok(settings)
+    }
+}
+
+/// What one tenant gets; `-o json` prints these as they are.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct TenantPlan {
+    pub document: usize,
+    pub name: String,
+    /// Every Kubernetes object, in apply order, with apiVersion and kind.
+    pub kubernetes: Vec<Value>,
+    /// The IAM role, KMS key and S3 bucket, with their policies.
+    pub aws: TenantAws,
+}
+
+impl TenantPlan {
+    pub fn new(document: usize, tenant: &ImagingTenant, settings: &Settings) -> Self {
+        TenantPlan {
+            document,
+            name: tenant.tenant_name().to_string(),
+            kubernetes: desired::kubernetes::render(tenant, settings),
+            aws: desired::aws::render(tenant, settings),
+        }
+    }
+}
+
+/// The outcome of checking every document.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub plans: Vec<TenantPlan>,
+    /// One line per problem: `document 2 (group-b): spec.namespaces[1].name: ...`.
+    pub errors: Vec<String>,
+    pub invalid_documents: usize,
+    /// Conflicts between documents that the apiserver cannot see (the operator reports them as
+    /// conditions): the same tenant twice, a namespace claimed by two tenants.
+    pub warnings: Vec<String>,
+}
+
+/// Checks and plans every document.
+pub fn plan_documents(documents: &[Document], settings: &Settings) -> Outcome {
+    let rules = TenantRules::new();
+    let mut outcome = Outcome::default();
+    let mut tenants = Vec::new();
+    for document in documents {
+        match rules.check_create(&document.value) {
+            Ok(tenant) => {
+                outcome.plans.push(TenantPlan::new(document.number, &tenant, settings));
+                tenants.push((document.number, tenant));
+            }
+            Err(problems) => {
+                outcome.invalid_documents += 1;
+                let label = document.label();
+                outcome.errors.extend(problems.iter().map(|p| format!("{label}: {p}")));
+            }
+        }
+    }
+    outcome.warnings = conflicts(&tenants);
+    outcome
+}
+
+fn conflicts(tenants: &[(usize, ImagingTenant)]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut namespaces: BTreeMap<String, (usize, &str)> = BTreeMap::new();
+    for (document, tenant) in tenants {
+        let name = tenant.tenant_name();
+        if let Some(first) = names.insert(name, *document) {
+            warnings.push(format!(
+                "documents {first} and {document} are both tenant {name}: the second replaces the first when applied"
+            ));
+            continue;
+        }
+        for ns in tenant.namespace_names() {
+            if let Some((first, owner)) = namespaces.get(&ns) {
+                warnings.push(format!(
+                    "namespace {ns} is claimed by tenant {owner} (document {first}) and tenant {name} (document {document}): the tenant created first keeps it, the other reports NamespaceConflict"
+                ));
+            } else {
+                namespaces.insert(ns, (*document, name));
+            }
+        }
+    }
+    warnings
+}
+
+/// YAML documents: Kubernetes objects, then each tenant's AWS resources as comments.
+pub fn render_yaml(plans: &[TenantPlan]) -> String {
+    let mut out = String::from(
+        "# Plan of imaging-tenant-operator, computed offline.\n\
+         # Kubernetes objects are in the order the operator applies them. It also sets an owner\n\
+         # reference to the ImagingTenant and the label imaging.tenancy.dev/tenant-uid; both need the\n\
+         # tenant's UID, which exists once the tenant is stored, as does <uid-hash> in AWS names.\n\
+         # AWS resources follow each tenant's objects as comments: the operator creates them through\n\
+         # the AWS API, not kubectl.\n",
+    );
+    for plan in plans {
+        for object in &plan.kubernetes {
+            let kind = object["kind"].as_str().unwrap_or_default();
+            let name = object["metadata"]["name"].as_str().unwrap_or_default();
+            let place = match object["metadata"]["namespace"].as_str() {
+                Some(ns) => format!("{kind} {ns}/{name}"),
+                None => format!("{kind} {name}"),
+            };
+            out.push_str(&format!("---\n# tenant {}: {place}\n", plan.name));
+            out.push_str(&to_yaml(object));
+        }
+        out.push_str(&format!(
+            "---\n# tenant {}: AWS resources (IAM role, KMS key, S3 bucket) with their policies\n#\n",
+            plan.name
+        ));
+        for line in to_yaml(&plan.aws).lines() {
+            out.push_str(&format!("#   {line}\n"));
+        }
+    }
+    out
+}
+
+/// One JSON object, for tools: `{"tenants": [{"document", "name", "kubernetes", "aws"}]}`.
+pub fn render_json(plans: &[TenantPlan]) -> String {
+    #[derive(Serialize)]
+    struct Plan<'a> {
+        tenants: &'a [TenantPlan],
+    }
+    let mut out = serde_json::to_string_pretty(&Plan { tenants: plans }).expect("plans serialize to JSON");
+    out.push('\n');
+    out
+}
+
+fn to_yaml(value: &impl Serialize) -> String {
+    serde_yaml::to_string(value).expect("plans serialize to YAML")
+}
+
+/// `imaging-tenant-operator plan -f FILE|-`.
+pub fn main(file: &Path, settings: &PlanSettings) -> ExitCode {
+    const INVALID: u8 = 1;
+    const UNREADABLE: u8 = 2;
+
+    let operator_settings = match settings.to_settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(UNREADABLE);
+        }
+    };
+    let (source, text) = match read_input(file) {
+        Ok(input) => input,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(UNREADABLE);
+        }
+    };
+    let documents = match parse_documents(&text) {
+        Ok(d) if d.is_empty() => {
+            eprintln!("error: {source}: no manifests found; expected ImagingTenant documents");
+            return ExitCode::from(UNREADABLE);
+        }
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {source}: {e}");
+            return ExitCode::from(UNREADABLE);
+        }
+    };
+
+    let outcome = plan_documents(&documents, &operator_settings);
+    for error in &outcome.errors {
+        eprintln!("{error}");
+    }
+    for warning in &outcome.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if outcome.invalid_documents > 0 {
+        eprintln!(
+            "{} of {} documents in {source} are invalid; nothing planned",
+            outcome.invalid_documents,
+            documents.len()
+        );
+        return ExitCode::from(INVALID);
+    }
+
+    let rendered = match settings.output {
+        OutputFormat::Yaml => render_yaml(&outcome.plans),
+        OutputFormat::Json => render_json(&outcome.plans),
+    };
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(rendered.as_bytes()).and_then(|()| stdout.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`| head`): nothing left to say.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: writing the plan: {e}");
+            ExitCode::from(UNREADABLE)
+        }
+    }
+}
+
+/// The file's text, or standard input's for `-`, with the name errors use for it.
+fn read_input(file: &Path) -> Result<(String, String), String> {
+    if file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).map_err(|e| format!("reading standard input: {e}"))?;
+        Ok(("standard input".into(), text))
+    } else {
+        let source = file.display().to_string();
+        let text = std::fs::read_to_string(file).map_err(|e| format!("reading {source}: {e}"))?;
+        Ok((source, text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn documents(yaml: &str) -> Vec<Document> {
+        parse_documents(yaml).unwrap()
+    }
+
+    const GROUP_B: &str =
+        "apiVersion: imaging.tenancy.dev/v1alpha1\nkind: ImagingTenant\nmetadata: {name: group-b}\nspec: {}\n";
+
+    #[test]
+    fn errors_name_the_document_the_tenant_and_the_field() {
+        let yaml = format!(
+            "{GROUP_B}---\napiVersion: imaging.tenancy.dev/v1alpha1\nkind: ImagingTenant\nmetadata: {{name: group-c}}\nspec:\n  namespaces: [{{name: group-c}}, {{name: group-x}}]\n"
+        );
+        let outcome = plan_documents(&documents(&yaml), &Settings::placeholder());
+        assert_eq!(outcome.invalid_documents, 1);
+        assert_eq!(
+            outcome.errors,
+            [
+                "document 2 (group-c): every spec.namespaces[].name must be the tenant name or start with '<tenant name>-'"
+            ]
+        );
+        assert_eq!(outcome.plans.len(), 1);
+    }
+
+    #[test]
+    fn a_field_error_is_prefixed_by_document_and_path() {
+        let yaml = GROUP_B.replace("spec: {}", "spec: {encryption: {deletionWindowDays: 31}}");
+        let outcome = plan_documents(&documents(&yaml), &Settings::placeholder());
+        assert_eq!(
+            outcome.errors,
+            [
+                "document 1 (group-b): spec.encryption.deletionWindowDays: Invalid value: 31: should be less than or equal to 30"
+            ]
+        );
+    }
+
+    #[test]
+    fn two_tenants_claiming_one_namespace_are_warned_about() {
+        let yaml = format!("{GROUP_B}---\n{}", GROUP_B.replace("spec: {}", "spec: {namespaces: [{name: group-b}]}"));
+        let outcome = plan_documents(&documents(&yaml), &Settings::placeholder());
+        assert!(outcome.errors.is_empty());
+        assert_eq!(outcome.warnings.len(), 1);
+        assert!(outcome.warnings[0].contains("documents 1 and 2 are both tenant group-b"));
+    }
+
+    #[test]
+    fn yaml_output_is_kubernetes_documents_with_aws_as_comments() {
+        let outcome = plan_documents(&documents(GROUP_B), &Settings::placeholder());
+        let yaml = render_yaml(&outcome.plans);
+        let docs = documents(&yaml);
+        assert_eq!(docs.len(), outcome.plans[0].kubernetes.len(), "AWS resources are comments only");
+        assert!(docs.iter().all(|d| d.value["apiVersion"].is_string() && d.value["kind"].is_string()));
+        assert_eq!(docs[0].value["kind"], "Namespace");
+        assert!(yaml.contains("# tenant group-b: AWS resources"));
+    }
+
+    #[test]
+    fn settings_fill_placeholders_from_account_and_partition() {
+        let settings = PlanSettings {
+            aws_region: Some("us-gov-west-1".into()),
+            account_id: Some("123456789012".into()),
+            ..PlanSettings::default()
+        }
+        .to_settings()
+        .unwrap();
+        assert_eq!(settings.partition, "aws-us-gov");
+        assert_eq!(settings.operator_role_arn, "arn:aws-us-gov:iam::123456789012:role/<operator-role>");
+        let bad = PlanSettings { account_id: Some("12345".into()), ..PlanSettings::default() };
+        assert!(bad.to_settings().is_err());
+    }
 }
