@@ -37,6 +37,8 @@ pub use validate::{Problem, TenantRules};
 /// Settings `plan` renders with; what is not given is shown as a placeholder. The flags and
 /// environment variables are those of `run`.
 #[derive(clap::Args, Debug, Clone, Default)]
+#[command(after_help = "Exit status: 0 every document is a valid ImagingTenant; 1 some are not (each problem is \
+    printed to stderr, nothing to stdout); 2 the input could not be read.")]
 pub struct PlanSettings {
     /// Name of the cluster the tenants are for.
     #[arg(long, env = "ITO_CLUSTER_NAME")]
@@ -375,6 +377,20 @@ mod tests {
         assert!(docs.iter().all(|d| d.value["apiVersion"].is_string() && d.value["kind"].is_string()));
         assert_eq!(docs[0].value["kind"], "Namespace");
         assert!(yaml.contains("# tenant group-b: AWS resources"));
+    }
+
+    #[test]
+    fn a_stored_tenant_is_planned_with_its_uid() {
+        let yaml = GROUP_B.replace(
+            "metadata: {name: group-b}",
+            "metadata: {name: group-b, uid: 7d3c9a9e-5f1b-4c52-9a43-0b6f1a2e9c11}",
+        );
+        let settings =
+            PlanSettings { cluster_name: Some("prod-1".into()), ..PlanSettings::default() }.to_settings().unwrap();
+        let outcome = plan_documents(&documents(&yaml), &settings);
+        let namespace = &outcome.plans[0].kubernetes[0];
+        assert_eq!(namespace["metadata"]["ownerReferences"][0]["uid"], "7d3c9a9e-5f1b-4c52-9a43-0b6f1a2e9c11");
+        assert!(!outcome.plans[0].aws.bucket.name.contains('<'), "{}", outcome.plans[0].aws.bucket.name);
     }
 
     #[test]
