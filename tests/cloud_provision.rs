@@ -157,7 +157,7 @@ async fn two_tenants_get_isolated_resources_and_every_setting_reads_back() {
     // B got its own of everything.
     assert_ne!(report_a.ids.key.as_ref().unwrap().id, report_b.ids.key.as_ref().unwrap().id);
     assert_ne!(want_a.bucket.name, want_b.bucket.name);
-    assert_eq!(census(moto, uid(&a)).await.buckets, [want_a.bucket.name.clone()]);
+    assert_eq!(census(moto, uid(&a)).await.buckets, std::slice::from_ref(&want_a.bucket.name));
 }
 
 #[tokio::test]

@@ -68,7 +68,7 @@ impl Aws {
                     Some(403) => Err(CloudError::Foreign {
                         kind: KIND,
                         name: want.name.clone(),
-                        detail: "it belongs to another AWS account (HeadBucket answers 403)".into(),
+                        detail: "HeadBucket answers 403: another AWS account owns it, or the operator lacks s3:ListBucket on it".into(),
                     }),
                     Some(301) => Err(CloudError::Foreign {
                         kind: KIND,

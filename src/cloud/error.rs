@@ -168,6 +168,7 @@ pub(crate) fn code_of<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) 
 }
 
 /// `Ok(None)` for the error codes that mean "there is none".
+#[allow(clippy::result_large_err)] // the SDK's own error type, passed through unchanged
 pub(crate) fn absent<T, E: ProvideErrorMetadata>(
     result: Result<T, SdkError<E, HttpResponse>>,
     codes: &[&str],

@@ -76,17 +76,14 @@ impl Aws {
 
     async fn find_key(&self, want: &KeySpec, known: Option<&KeyStatus>) -> Result<Option<LiveKey>, CloudError> {
         // 1. The ID recorded in status.
-        if let Some(known) = known.filter(|k| !k.id.is_empty()) {
-            if let Some((status, state)) = self.describe_key(&known.id, want).await? {
-                let tags = self.key_tags(&status.id, want).await?;
-                if Self::is_ours(want, &tags) {
-                    return Ok(Some(LiveKey { status, state, tags, alias_checked: false }));
-                }
-                tracing::warn!(
-                    key = known.id,
-                    "the key recorded in status is not the tenant's; looking it up by alias"
-                );
+        if let Some(known) = known.filter(|k| !k.id.is_empty())
+            && let Some((status, state)) = self.describe_key(&known.id, want).await?
+        {
+            let tags = self.key_tags(&status.id, want).await?;
+            if Self::is_ours(want, &tags) {
+                return Ok(Some(LiveKey { status, state, tags, alias_checked: false }));
             }
+            tracing::warn!(key = known.id, "the key recorded in status is not the tenant's; looking it up by alias");
         }
         // 2. The alias.
         if let Some((status, state)) = self.describe_key(&want.alias, want).await? {
@@ -156,11 +153,11 @@ impl Aws {
                 Err(e) if e.category() == "access_denied" => continue,
                 Err(e) => return Err(e),
             };
-            if Self::is_ours(want, &tags) {
-                if let Some((status, state)) = self.describe_key(&id, want).await? {
-                    tracing::info!(key = id, "found the tenant's key by its tag");
-                    return Ok(Some(LiveKey { status, state, tags, alias_checked: false }));
-                }
+            if Self::is_ours(want, &tags)
+                && let Some((status, state)) = self.describe_key(&id, want).await?
+            {
+                tracing::info!(key = id, "found the tenant's key by its tag");
+                return Ok(Some(LiveKey { status, state, tags, alias_checked: false }));
             }
         }
         Ok(None)
@@ -408,11 +405,11 @@ impl Keys for Aws {
                 }
             }
             DeletionPolicy::Delete => {
-                if let Some((target, _)) = self.describe_key(&want.alias, want).await? {
-                    if target.id == id {
-                        absent(self.kms.delete_alias().alias_name(&want.alias).send().await, &NOT_FOUND)
-                            .map_err(|e| CloudError::aws("kms:DeleteAlias", &key(want, id), e))?;
-                    }
+                if let Some((target, _)) = self.describe_key(&want.alias, want).await?
+                    && target.id == id
+                {
+                    absent(self.kms.delete_alias().alias_name(&want.alias).send().await, &NOT_FOUND)
+                        .map_err(|e| CloudError::aws("kms:DeleteAlias", &key(want, id), e))?;
                 }
                 if live.state != Some(KeyState::PendingDeletion) {
                     absent(

@@ -181,10 +181,10 @@ async fn serve(
     let response = moto_compat(&request, forward(&request, upstream).await?);
     if call.write && status_of(&response).is_some_and(|s| (200..300).contains(&s)) {
         let writes = counters.writes.fetch_add(1, Ordering::SeqCst) + 1;
-        if let Mode::CrashAfterWrites { writes: limit } = mode {
-            if writes >= *limit {
-                counters.crashed.store(true, Ordering::SeqCst);
-            }
+        if let Mode::CrashAfterWrites { writes: limit } = mode
+            && writes >= *limit
+        {
+            counters.crashed.store(true, Ordering::SeqCst);
         }
     }
     client.write_all(&response).await
