@@ -449,6 +449,29 @@ where
     (reader, stream)
 }
 
+/// Waits for a cache's first full list. A store's readiness wakes only its latest waiter (the
+/// controller waits on the main store too), so poll again now and then instead of trusting one
+/// wake-up.
+async fn synced<K>(what: &str, store: &Store<K>) -> bool
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
+            Ok(Ok(())) => {
+                tracing::debug!(cache = what, "cache synced");
+                return true;
+            }
+            Ok(Err(_)) => {
+                warn!(cache = what, "cache stopped before it synced");
+                return false;
+            }
+            Err(_) => continue,
+        }
+    }
+}
+
 /// Options of the controller loop.
 pub struct RunOptions {
     pub concurrency: u16,
@@ -507,15 +530,19 @@ pub async fn run(
     let readiness = {
         let stores = stores.clone();
         async move {
-            let _ = main_store.wait_until_ready().await;
-            let _ = stores.namespaces.wait_until_ready().await;
-            let _ = stores.service_accounts.wait_until_ready().await;
-            let _ = stores.network_policies.wait_until_ready().await;
-            let _ = stores.role_bindings.wait_until_ready().await;
-            let _ = stores.resource_quotas.wait_until_ready().await;
-            let _ = stores.limit_ranges.wait_until_ready().await;
-            let _ = ready.send(true);
-            info!("caches synced");
+            let synced = [
+                synced("ImagingTenants", &main_store).await,
+                synced("Namespaces", &stores.namespaces).await,
+                synced("ServiceAccounts", &stores.service_accounts).await,
+                synced("NetworkPolicies", &stores.network_policies).await,
+                synced("RoleBindings", &stores.role_bindings).await,
+                synced("ResourceQuotas", &stores.resource_quotas).await,
+                synced("LimitRanges", &stores.limit_ranges).await,
+            ];
+            if synced.iter().all(|ok| *ok) {
+                let _ = ready.send(true);
+                info!("caches synced");
+            }
         }
     };
     tokio::spawn(readiness);
@@ -525,11 +552,17 @@ pub async fn run(
         .for_each(|res| {
             let metrics = metrics.clone();
             async move {
-                if let Err(e) = res {
-                    if matches!(e, kube::runtime::controller::Error::QueueError(_)) {
+                match res {
+                    Err(kube::runtime::controller::Error::QueueError(e)) => {
                         metrics.watch_restarted();
+                        warn!(error = %e, "watch failed; restarting it with back-off");
                     }
-                    tracing::debug!(error = %e, "controller event");
+                    // A child whose owner is not ours (another shard) or is already gone.
+                    Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
+                        tracing::trace!(%obj, "owner not in this operator's cache")
+                    }
+                    Err(e) => tracing::debug!(error = %e, "controller event"),
+                    Ok(_) => {}
                 }
             }
         })

@@ -121,7 +121,8 @@ pub fn set_deletion_blocked(status: &mut ImagingTenantStatus, tenant: &ImagingTe
             })
         })
         .collect();
-    verdicts.push(Verdict::failed(cond::DELETION_BLOCKED, verdict.reason.clone(), verdict.message.clone()));
+    // DeletionBlocked=True while the deletion waits (for example on a non-empty bucket).
+    verdicts.push(Verdict { type_: cond::DELETION_BLOCKED, ..verdict.clone() });
     status.conditions = cond::merge(&status.conditions, &verdicts, tenant.metadata.generation, &now());
 }
 
