@@ -8,11 +8,14 @@ go_mod_version = $(shell awk -v mod=$(2) '$$1 == "require" && $$2 == mod { print
 K8S_VERSION := $(call go_mod_version,kubernetes,k8s.io/kubernetes)
 ETCD_VERSION := $(call go_mod_version,etcd,go.etcd.io/etcd/server/v3)
 HELM_VERSION := $(call go_mod_version,helm,helm.sh/helm/v3)
-MOTO_VERSION := 5.2.1
+MOTO_VERSION := $(shell sed -n 's/^moto\[server\]==//p' $(TOOLS)/moto/requirements.txt)
 
 CACHE_DIR ?= $(HOME)/.cache/imaging-tenant-operator
 BIN_DIR ?= $(CACHE_DIR)/bin/k8s-$(K8S_VERSION)-etcd-$(ETCD_VERSION)-helm-$(HELM_VERSION)
-PYTHON ?= python3
+# moto runs from its own virtualenv in the cache, so the pinned version never fights the
+# machine's Python packages.
+MOTO_VENV ?= $(CACHE_DIR)/moto-$(MOTO_VERSION)
+PYTHON ?= $(MOTO_VENV)/bin/python
 
 export ITO_TEST_BIN_DIR := $(BIN_DIR)
 export ITO_TEST_PYTHON := $(PYTHON)
@@ -55,10 +58,14 @@ $(BIN_DIR)/helm:
 	cd $(TOOLS)/helm && $(GO_BUILD) -ldflags='-s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION)' -o $@.partial helm.sh/helm/v3/cmd/helm
 	mv $@.partial $@
 
-moto:
-	@$(PYTHON) -c 'import moto.server' 2>/dev/null \
-		|| $(PYTHON) -m pip install 'moto[server]==$(MOTO_VERSION)'
-	@$(PYTHON) -c 'import moto, moto.server; print("moto", moto.__version__)'
+moto: $(MOTO_VENV)/.installed
+
+$(MOTO_VENV)/.installed:
+	rm -rf $(MOTO_VENV)
+	python3 -m venv $(MOTO_VENV)
+	$(MOTO_VENV)/bin/python -m pip install --quiet -r $(TOOLS)/moto/requirements.txt
+	$(MOTO_VENV)/bin/python -c 'import moto, moto.server; print("moto", moto.__version__)'
+	touch $@
 
 fmt-check:
 	cargo fmt --all -- --check

@@ -85,7 +85,7 @@ impl Moto {
 }
 
 fn start() -> Result<Moto, String> {
-    let python = std::env::var(PYTHON_ENV).unwrap_or_else(|_| "python3".into());
+    let python = std::env::var(PYTHON_ENV).unwrap_or_else(|_| pinned_python());
     let dir = scratch_dir("moto");
     for attempt in 1..=PORT_ATTEMPTS {
         let port = free_port();
@@ -131,4 +131,20 @@ fn start() -> Result<Moto, String> {
         }
     }
     Err(format!("moto_server found no free port in {PORT_ATTEMPTS} attempts"))
+}
+
+/// The Python of the virtualenv `make moto` builds for the version pinned in
+/// `tests/tools/moto/requirements.txt`, so that a plain `cargo test` uses the same moto.
+fn pinned_python() -> String {
+    let requirements = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/moto/requirements.txt");
+    let version = std::fs::read_to_string(requirements)
+        .ok()
+        .and_then(|text| text.lines().find_map(|l| l.strip_prefix("moto[server]==").map(|v| v.trim().to_string())))
+        .unwrap_or_else(|| panic!("{requirements} does not pin moto[server]"));
+    let home = std::env::var("HOME").unwrap_or_default();
+    let python = format!("{home}/.cache/imaging-tenant-operator/moto-{version}/bin/python");
+    if !std::path::Path::new(&python).exists() {
+        panic!("moto {version} is not installed at {python}: run `make moto` (or set {PYTHON_ENV})");
+    }
+    python
 }
