@@ -6,7 +6,6 @@
 //! Ctrl-C, when every process is stopped and every scratch file removed.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
 mod support;
 
 use std::path::Path;

@@ -27,7 +27,7 @@ enum Command {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
         #[command(flatten)]
-        settings: plan::PlanSettings,
+        settings: Box<plan::PlanSettings>,
     },
     /// Print the ImagingTenant CustomResourceDefinition.
     Crd,

@@ -220,13 +220,14 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     });
     let reporter = Reporter { controller: "imaging-tenant-operator".into(), instance: Some(identity.clone()) };
     let opts = RunOptions {
+        reporter,
         concurrency: args.concurrency,
         resync_interval: args.resync_interval,
         tenant_selector: args.tenant_selector.clone(),
     };
 
     if !args.leader_election {
-        controller::run(client, settings, cloud, metrics, opts, reporter, ready_tx, terminated()).await;
+        controller::run(client, settings, cloud, metrics, opts, ready_tx, terminated()).await;
         return Ok(());
     }
 
@@ -279,7 +280,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let shutdown = async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     };
-    controller::run(client, settings, cloud, metrics, opts, reporter, ready_tx, shutdown).await;
+    controller::run(client, settings, cloud, metrics, opts, ready_tx, shutdown).await;
     let _ = stop_tx.send(true);
     if let Ok(manager) = lease_task.await {
         if let Err(e) = manager.release().await {

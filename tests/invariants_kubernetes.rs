@@ -42,10 +42,10 @@ fn ingress_admits(policies: &[NetworkPolicy], ns_labels: &BTreeMap<String, Strin
         let spec = p.spec.as_ref().unwrap();
         for rule in spec.ingress.iter().flatten() {
             for peer in rule.from.iter().flatten() {
-                if let Some(sel) = &peer.namespace_selector {
-                    if selects(sel, ns_labels) {
-                        admitted.push(p.name_any());
-                    }
+                if let Some(sel) = &peer.namespace_selector
+                    && selects(sel, ns_labels)
+                {
+                    admitted.push(p.name_any());
                 }
                 assert!(peer.ip_block.is_none(), "ingress by IP block in {}", p.name_any());
             }

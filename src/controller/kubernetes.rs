@@ -135,10 +135,10 @@ where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
 {
     let want = to_json(obj);
-    if let Some(have) = cached {
-        if contains(&serde_json::to_value(have).unwrap_or_default(), &want) {
-            return Ok(());
-        }
+    if let Some(have) = cached
+        && contains(&serde_json::to_value(have).unwrap_or_default(), &want)
+    {
+        return Ok(());
     }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let applied = api.patch(&obj.name_any(), &params, &Patch::Apply(&want)).await?;

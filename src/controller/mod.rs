@@ -474,6 +474,8 @@ where
 
 /// Options of the controller loop.
 pub struct RunOptions {
+    /// Who publishes the Events.
+    pub reporter: Reporter,
     pub concurrency: u16,
     pub resync_interval: Duration,
     pub tenant_selector: Option<String>,
@@ -486,7 +488,6 @@ pub async fn run(
     cloud: Cloud,
     metrics: Arc<Metrics>,
     opts: RunOptions,
-    reporter: Reporter,
     ready: tokio::sync::watch::Sender<bool>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -512,7 +513,7 @@ pub async fn run(
         stores.clone(),
         metrics.clone(),
         opts.resync_interval,
-        reporter,
+        opts.reporter,
     ));
 
     let controller = Controller::new(tenants, wc)
