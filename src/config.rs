@@ -16,7 +16,8 @@ pub struct Settings {
     pub account_id: String,
     /// First part of every bucket name.
     pub bucket_prefix: String,
-    /// Bucket receiving S3 server access logs, under `<tenant>/`; none disables access logging.
+    /// Bucket receiving S3 server access logs, under `<tenant bucket name>/`; none disables access
+    /// logging.
     pub audit_log_bucket: Option<String>,
     /// IAM OIDC provider of the cluster, trusted for the tenant roles (IRSA).
     pub oidc_provider_arn: String,

@@ -181,7 +181,16 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         max_create_key_per_second: args.aws_max_create_key_per_second,
     })
     .await?;
-    let account_id = cloud.account_id().await?;
+    let (account_id, caller) = cloud.caller_identity().await?;
+    // Key and bucket policies admit the operator only under --operator-role-arn: say so early
+    // when the credentials in use are something else.
+    if !caller_is_role(&caller, &args.operator_role_arn) {
+        warn!(
+            caller = %caller,
+            operator_role = %args.operator_role_arn,
+            "the AWS identity in use is not --operator-role-arn; tenant key and bucket policies admit only that role"
+        );
+    }
     let settings = Settings {
         cluster_name: args.cluster_name.clone(),
         region: args.aws_region.clone(),
@@ -292,9 +301,30 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether `caller` (an STS caller ARN) is a session of `role_arn`.
+/// `arn:aws:sts::1:assumed-role/NAME/session` is a session of `arn:aws:iam::1:role/PATH/NAME`.
+fn caller_is_role(caller: &str, role_arn: &str) -> bool {
+    if caller == role_arn {
+        return true;
+    }
+    let role_name = role_arn.rsplit('/').next().unwrap_or_default();
+    let account = |arn: &str| arn.split(':').nth(4).unwrap_or_default().to_string();
+    caller.split(":assumed-role/").nth(1).and_then(|rest| rest.split('/').next()) == Some(role_name)
+        && account(caller) == account(role_arn)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sessions_of_the_operator_role_are_recognised() {
+        let role = "arn:aws:iam::123456789012:role/platform/imaging-tenant-operator";
+        assert!(caller_is_role("arn:aws:sts::123456789012:assumed-role/imaging-tenant-operator/pod-1", role));
+        assert!(!caller_is_role("arn:aws:sts::999999999999:assumed-role/imaging-tenant-operator/pod-1", role));
+        assert!(!caller_is_role("arn:aws:sts::123456789012:assumed-role/other/pod-1", role));
+        assert!(!caller_is_role("arn:aws:iam::123456789012:user/admin", role));
+    }
 
     #[test]
     fn durations() {
