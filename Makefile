@@ -110,3 +110,10 @@ deploy-manifests: chart-crds $(HELM)
 image-build-deps:
 	rustup target list --installed | grep -qx '$(MUSL_TARGET)' || rustup target add $(MUSL_TARGET)
 	command -v musl-gcc >/dev/null || { apt-get update && apt-get install -y --no-install-recommends musl-tools; }
+
+.PHONY: bench
+# Figures, not a test: time to Ready for TENANTS tenants, API calls per reconcile, memory.
+TENANTS ?= 20
+bench: k8s-bin moto
+	cargo build --locked --release --bin imaging-tenant-operator
+	TENANTS=$(TENANTS) cargo run --locked --example bench

@@ -29,6 +29,11 @@ pub struct ReadyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KubeRequestLabels {
+    pub verb: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AwsCallLabels {
     pub service: String,
     pub operation: String,
@@ -43,6 +48,7 @@ pub struct Metrics {
     tenants: Family<ReadyLabels, Gauge>,
     aws_calls: Family<AwsCallLabels, Counter>,
     aws_writes: Counter,
+    kubernetes_requests: Family<KubeRequestLabels, Counter>,
     watch_restarts: Counter,
     ready_by_tenant: Mutex<HashMap<String, bool>>,
     /// The AWS call counts already added to the counters.
@@ -64,6 +70,7 @@ impl Metrics {
         let tenants = Family::<ReadyLabels, Gauge>::default();
         let aws_calls = Family::<AwsCallLabels, Counter>::default();
         let aws_writes = Counter::default();
+        let kubernetes_requests = Family::<KubeRequestLabels, Counter>::default();
         let watch_restarts = Counter::default();
         registry.register("reconciliations", "Reconciliations by outcome", reconciliations.clone());
         registry.register("reconcile_errors", "Reconcile errors by category", errors.clone());
@@ -71,6 +78,11 @@ impl Metrics {
         registry.register("tenants", "Tenants by Ready state", tenants.clone());
         registry.register("aws_calls", "AWS API calls by service, operation and outcome", aws_calls.clone());
         registry.register("aws_writes", "AWS API calls that change something", aws_writes.clone());
+        registry.register(
+            "kubernetes_requests",
+            "Requests to the Kubernetes API by verb (get, list, watch, create, patch, update, delete)",
+            kubernetes_requests.clone(),
+        );
         registry.register("watch_restarts", "Watch streams that failed and were restarted", watch_restarts.clone());
         for ready in ["true", "false"] {
             tenants.get_or_create(&ReadyLabels { ready: ready.into() }).set(0);
@@ -83,6 +95,7 @@ impl Metrics {
             tenants,
             aws_calls,
             aws_writes,
+            kubernetes_requests,
             watch_restarts,
             ready_by_tenant: Mutex::default(),
             aws_exported: Mutex::default(),
@@ -117,6 +130,21 @@ impl Metrics {
         }
         self.aws_writes.inc_by(delta.writes);
         *exported = now.clone();
+    }
+
+    /// Counts one request to the Kubernetes API (called by the client's middleware).
+    pub fn kubernetes_request<B>(&self, request: &http::Request<B>) {
+        let query = request.uri().query().unwrap_or_default();
+        let verb = match *request.method() {
+            http::Method::GET if query.contains("watch=true") => "watch",
+            http::Method::GET => "get",
+            http::Method::POST => "create",
+            http::Method::PATCH => "patch",
+            http::Method::PUT => "update",
+            http::Method::DELETE => "delete",
+            _ => "other",
+        };
+        self.kubernetes_requests.get_or_create(&KubeRequestLabels { verb: verb.into() }).inc();
     }
 
     pub fn watch_restarted(&self) {
@@ -165,6 +193,7 @@ mod tests {
         m.record_aws(&stats);
         m.record_aws(&stats);
         m.watch_restarted();
+        m.kubernetes_request(&http::Request::patch("/api/v1/namespaces/x").body(()).unwrap());
         m.tenant_ready("u1", true);
         m.tenant_ready("u2", false);
         let text = m.encode();
@@ -177,6 +206,7 @@ mod tests {
             "imaging_tenant_operator_aws_calls_total{service=\"s3\",operation=\"CreateBucket\",outcome=\"ok\"} 1",
             "imaging_tenant_operator_aws_writes_total 1",
             "imaging_tenant_operator_watch_restarts_total 1",
+            "imaging_tenant_operator_kubernetes_requests_total{verb=\"patch\"} 1",
         ] {
             assert!(text.contains(family), "missing {family} in\n{text}");
         }

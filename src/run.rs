@@ -10,7 +10,6 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use kube::Client;
 use kube::runtime::events::Reporter;
 use kube_lease_manager::{LeaseManagerBuilder, LeaseParams};
 use tokio::sync::watch;
@@ -174,7 +173,14 @@ async fn terminated() {
 }
 
 async fn serve(args: RunArgs) -> anyhow::Result<()> {
-    let client = Client::try_default().await?;
+    let metrics = Metrics::shared();
+    let counted = metrics.clone();
+    let client = kube::client::ClientBuilder::try_from(kube::Config::infer().await?)?
+        .with_layer(&tower::util::MapRequestLayer::new(move |request: http::Request<kube::client::Body>| {
+            counted.kubernetes_request(&request);
+            request
+        }))
+        .build();
     let cloud = Cloud::connect(&AwsOptions {
         region: args.aws_region.clone(),
         endpoint_url: args.aws_endpoint_url.clone(),
@@ -205,7 +211,6 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     };
     info!(cluster = %settings.cluster_name, region = %settings.region, account = %settings.account_id, "starting");
 
-    let metrics = Metrics::shared();
     let (ready_tx, ready_rx) = watch::channel(false);
     let health = Health { ready: ready_rx, metrics: metrics.clone(), cloud: cloud.clone() };
     let health_router =
