@@ -99,10 +99,10 @@ async fn sigterm_during_provisioning_exits_cleanly_releases_the_lease_and_leaves
         let tenant = wait_ready(&client, name).await;
         let uid = tenant.uid().expect("a stored tenant has a uid");
         let status = tenant.status.expect("a Ready tenant has a status");
-        assert_eq!(status.namespaces, [name.clone()], "{name}: its one namespace");
+        assert_eq!(status.namespaces, std::slice::from_ref(name), "{name}: its one namespace");
         let keys = keys_of(&kms, &uid).await;
         let key = status.key.expect("the key is recorded in status");
-        assert_eq!(keys, [key.id.clone()], "{name}: exactly one KMS key, the one in status");
+        assert_eq!(keys, std::slice::from_ref(&key.id), "{name}: exactly one KMS key, the one in status");
         let bucket = status.bucket.expect("the bucket is recorded in status");
         s3.head_bucket()
             .bucket(&bucket.name)
