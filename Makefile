@@ -90,6 +90,8 @@ HELM := $(BIN_DIR)/helm
 # tests/chart_render.rs reads this line and renders with the same arguments.
 DEPLOY_TEMPLATE_ARGS := template imaging-tenant-operator charts/imaging-tenant-operator --namespace imaging-tenant-operator --values deploy/values.yaml
 MUSL_TARGET := x86_64-unknown-linux-musl
+# tests/image_build.rs builds here: the release build of the dependencies survives fresh clones.
+export ITO_IMAGE_BUILD_DIR ?= $(CACHE_DIR)/image-build
 
 .PHONY: chart-crds deploy-manifests image-build-deps
 

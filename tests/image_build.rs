@@ -207,7 +207,10 @@ fn build_stage_builds_a_static_binary() {
     // A build context holding exactly what the build stage copies. Cargo's output goes beside
     // it and stays between runs, so the dependencies are not rebuilt every time.
     let workdir = build.last("WORKDIR").expect("the build stage sets WORKDIR");
-    let target_dir = repo().join("target/image-build");
+    // `make test` points this into its cache directory, which outlives checkouts (CI clones the
+    // repository afresh): the release build of the dependencies is then done once per machine.
+    let target_dir =
+        std::env::var_os("ITO_IMAGE_BUILD_DIR").map(PathBuf::from).unwrap_or_else(|| repo().join("target/image-build"));
     let context = target_dir.join("context");
     std::fs::create_dir_all(&context).unwrap();
     let mut copied = Vec::new();
