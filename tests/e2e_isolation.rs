@@ -263,6 +263,10 @@ async fn invariant_7_restart_mid_provisioning_leaves_one_of_each() {
                 keys += 1;
             }
         }
+        if keys != 1 {
+            eprintln!("EVENTS {:#?}", operator::events_for(&client, n).await);
+            eprintln!("LOG {}", op.log_tail(200));
+        }
         assert_eq!(keys, 1, "keys tagged with the UID of {n}");
     }
 }

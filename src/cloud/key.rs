@@ -166,8 +166,13 @@ impl Aws {
     async fn create_key(&self, want: &KeySpec, step: &mut Step<'_>) -> Result<KeyStatus, CloudError> {
         let tags = kms_tags(&want.tags)?;
         let mut pauses = PRINCIPAL_PROPAGATION.iter();
+        let mut throttled = 0u32;
         let meta = loop {
             self.create_key.acquire().await;
+            // CreateKey is not idempotent: a request that timed out or failed with a server error
+            // may still have created a key, so the SDK must not send it again. Such a failure ends
+            // this pass, and the next one looks the key up by its tag before creating anything.
+            // Only a throttled request, which KMS refused before doing anything, is retried here.
             let out = self
                 .kms
                 .create_key()
@@ -176,12 +181,22 @@ impl Aws {
                 .key_spec(KmsKeySpec::from(want.key_spec.as_str()))
                 .policy(want.policy.to_string())
                 .set_tags(Some(tags.clone()))
+                .customize()
+                .config_override(
+                    aws_sdk_kms::config::Builder::default()
+                        .retry_config(aws_smithy_types::retry::RetryConfig::disabled()),
+                )
                 .send()
                 .await;
             match out {
                 Ok(out) => break out.key_metadata,
                 Err(e) if invalid_principal(&e) && pauses.len() > 0 => {
                     tokio::time::sleep(Duration::from_secs(*pauses.next().expect("a pause"))).await;
+                }
+                Err(e) if code_of(&e) == Some("ThrottlingException") && throttled < 5 => {
+                    throttled += 1;
+                    let jitter = rand::random_range(0.5..1.5);
+                    tokio::time::sleep(Duration::from_millis(200 << throttled).mul_f64(jitter)).await;
                 }
                 Err(e) => {
                     return Err(CloudError::aws("kms:CreateKey", &format!("the KMS key for alias {}", want.alias), e));

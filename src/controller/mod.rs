@@ -472,6 +472,24 @@ where
     }
 }
 
+/// The tenant a child belongs to, by its controller reference. `owns` would key the owner with
+/// the child's namespace, and a cluster-scoped tenant would then be reconciled under two keys at
+/// once; this names the tenant without a namespace.
+fn owning_tenant<K: Resource>(
+    child: DeserializeGuard<K>,
+) -> Option<reflector::ObjectRef<DeserializeGuard<ImagingTenant>>> {
+    let refs = match &child.0 {
+        Ok(obj) => obj.meta().owner_references.clone(),
+        Err(invalid) => invalid.metadata.owner_references.clone(),
+    };
+    refs.unwrap_or_default()
+        .into_iter()
+        .find(|o| {
+            o.controller == Some(true) && o.kind == crate::api::KIND && o.api_version.starts_with(crate::api::GROUP)
+        })
+        .map(|o| reflector::ObjectRef::new(&o.name))
+}
+
 /// Options of the controller loop.
 pub struct RunOptions {
     /// Who publishes the Events.
@@ -518,12 +536,12 @@ pub async fn run(
 
     let controller = Controller::new(tenants, wc)
         .with_config(ControllerConfig::default().concurrency(opts.concurrency).debounce(Duration::from_millis(500)))
-        .owns_stream(ns_stream)
-        .owns_stream(sa_stream)
-        .owns_stream(np_stream)
-        .owns_stream(rb_stream)
-        .owns_stream(rq_stream)
-        .owns_stream(lr_stream)
+        .watches_stream(ns_stream, owning_tenant)
+        .watches_stream(sa_stream, owning_tenant)
+        .watches_stream(np_stream, owning_tenant)
+        .watches_stream(rb_stream, owning_tenant)
+        .watches_stream(rq_stream, owning_tenant)
+        .watches_stream(lr_stream, owning_tenant)
         .graceful_shutdown_on(shutdown);
     let main_store = controller.store();
 
