@@ -270,3 +270,52 @@ async fn invariant_7_restart_mid_provisioning_leaves_one_of_each() {
         assert_eq!(keys, 1, "keys tagged with the UID of {n}");
     }
 }
+
+#[tokio::test]
+async fn invariant_6_a_recreated_tenant_never_receives_the_old_data() {
+    let cp = ControlPlane::shared().await;
+    let moto = Moto::shared().await;
+    let client = cp.client();
+    let op = Operator::start(cp, moto).await;
+    let name = unique_name("again");
+    let api: Api<ImagingTenant> = Api::all(client.clone());
+    create_tenant(&client, &op.tenant(&name, json!({}))).await;
+    let first = wait_ready(&client, &name).await.status.unwrap();
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    wait_for(Duration::from_secs(60), "the first tenant to be gone", || async {
+        match api.get_opt(&name).await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(_) => Err("still there".into()),
+        }
+    })
+    .await;
+
+    // Another group, same name: it gets its own bucket, key and role; the old ones stay retained.
+    let retained_ns = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()).get(&name).await.unwrap();
+    create_tenant(&client, &op.tenant(&name, json!({"namespaces": [{"name": format!("{name}-new")}]}))).await;
+    let second = wait_ready(&client, &name).await.status.unwrap();
+    let (old, new) = (first.bucket.clone().unwrap(), second.bucket.clone().unwrap());
+    assert_ne!(old.name, new.name);
+    assert_ne!(first.key.clone().unwrap().alias, second.key.clone().unwrap().alias);
+    assert_ne!(first.key.clone().unwrap().id, second.key.clone().unwrap().id);
+    assert_ne!(first.role.clone().unwrap().name, second.role.clone().unwrap().name);
+    let s3 = moto.s3_client();
+    let tags = s3.get_bucket_tagging().bucket(&old.name).send().await.expect("the retained bucket still exists");
+    assert!(tags.tag_set().iter().any(|t| t.key() == "imaging.tenancy.dev/retained" && t.value() == "true"));
+    let bp = bucket_policy(moto, &new.name).await;
+    assert!(!bp.to_string().contains(&first.role.clone().unwrap().arn), "the new bucket admits the old role");
+
+    // The retained namespace carries the old tenant's UID: claiming it is a conflict, not an adoption.
+    let patch = json!({"spec": {"namespaces": [{"name": format!("{name}-new")}, {"name": name}]}});
+    api.patch(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.unwrap();
+    let t = operator::wait_condition(&client, &name, "NamespacesReady", "False", Duration::from_secs(60)).await;
+    let cond = imaging_tenant_operator::api::condition::find(&t.status.unwrap().conditions, "NamespacesReady")
+        .unwrap()
+        .clone();
+    assert_eq!(cond.reason, "NamespaceConflict", "{cond:?}");
+    let ns_now = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()).get(&name).await.unwrap();
+    assert_eq!(
+        ns_now.metadata.resource_version, retained_ns.metadata.resource_version,
+        "the retained namespace was modified"
+    );
+}
