@@ -442,9 +442,12 @@ pub struct ImagingTenantStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BucketStatus {
+    /// Bucket name.
     pub name: String,
+    /// Bucket ARN.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub arn: String,
+    /// AWS region of the bucket.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub region: String,
 }
@@ -453,9 +456,12 @@ pub struct BucketStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyStatus {
+    /// KMS key ID.
     pub id: String,
+    /// KMS key ARN.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub arn: String,
+    /// Alias of the key (alias/imaging/<cluster>/<tenant>-<hash>).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub alias: String,
 }
@@ -464,7 +470,9 @@ pub struct KeyStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RoleStatus {
+    /// IAM role name.
     pub name: String,
+    /// IAM role ARN, the value of the workload ServiceAccounts' eks.amazonaws.com/role-arn.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub arn: String,
 }
