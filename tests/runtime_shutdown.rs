@@ -33,9 +33,6 @@ async fn keys_of(kms: &aws_sdk_kms::Client, uid: &str) -> Vec<String> {
 }
 
 #[tokio::test]
-#[ignore = "fails until the controller maps a child's owner reference to the cluster-scoped tenant: \
-            owns_stream adds the child's namespace, so one tenant is reconciled twice at once and \
-            gets two KMS keys; run with --ignored"]
 async fn sigterm_during_provisioning_exits_cleanly_releases_the_lease_and_leaves_no_half_applied_tenant() {
     let cp = ControlPlane::shared().await;
     let moto = Moto::shared().await;
