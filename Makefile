@@ -31,7 +31,7 @@ K8S_BINARIES := $(BIN_DIR)/etcd $(BIN_DIR)/kube-apiserver $(BIN_DIR)/kube-contro
 
 .PHONY: test k8s-bin moto fmt-check lint crds
 
-test: k8s-bin moto
+test: k8s-bin moto image-build-deps
 	cargo test --locked --all-targets
 
 k8s-bin: $(K8S_BINARIES)
@@ -76,6 +76,7 @@ lint:
 crds:
 	cargo run --locked --quiet -- crd > crds/imagingtenants.imaging.tenancy.dev.yaml.partial
 	mv crds/imagingtenants.imaging.tenancy.dev.yaml.partial crds/imagingtenants.imaging.tenancy.dev.yaml
+	$(MAKE) --no-print-directory chart-crds deploy-manifests
 
 .PHONY: demo
 # The main job on a local default: control plane + AWS emulator + operator + example tenants.

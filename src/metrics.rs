@@ -84,6 +84,10 @@ impl Metrics {
             kubernetes_requests.clone(),
         );
         registry.register("watch_restarts", "Watch streams that failed and were restarted", watch_restarts.clone());
+        // Every family shows from the first scrape, before the first reconcile.
+        for outcome in ["ok", "error"] {
+            let _ = reconciliations.get_or_create(&OutcomeLabels { outcome: outcome.into() });
+        }
         for ready in ["true", "false"] {
             tenants.get_or_create(&ReadyLabels { ready: ready.into() }).set(0);
         }

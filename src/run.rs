@@ -258,8 +258,9 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         .build()
         .await?;
     info!(lease = %args.leader_election_lease, %namespace, %identity, "waiting to become leader");
-    // A standby replica is healthy and ready to take over; it only waits for the Lease.
-    let _ = ready_tx.send(false);
+    // A standby replica is ready: it serves its endpoints and only waits for the Lease. Reporting
+    // it unready would stall rolling updates and, with the PodDisruptionBudget, node drains.
+    let _ = ready_tx.send(true);
     let mut term = Box::pin(terminated());
     loop {
         tokio::select! {
@@ -270,6 +271,8 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     info!("became leader");
+    // The new leader is ready again once its caches are synced.
+    let _ = ready_tx.send(false);
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let lost = {
         let stop_tx = stop_tx.clone();

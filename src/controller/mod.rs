@@ -60,7 +60,10 @@ struct AwsCheck {
     at: Instant,
     generation: Option<i64>,
     requested_at: Option<String>,
-    report_ok: bool,
+    /// What that verification found: reused until the next one, rather than read back from a
+    /// status the watch cache may not show yet.
+    verdicts: Vec<Verdict>,
+    ids: CloudIds,
 }
 
 impl Context {
@@ -108,7 +111,7 @@ impl Context {
         match checks.get(uid) {
             None => true,
             Some(c) => {
-                !c.report_ok
+                !c.verdicts.iter().all(|v| v.ok)
                     || c.generation != tenant.metadata.generation
                     || c.requested_at.as_deref() != tenant.annotations().get(RECONCILE_REQUESTED_AT).map(String::as_str)
                     || c.at.elapsed() >= self.resync_interval
@@ -116,16 +119,21 @@ impl Context {
         }
     }
 
-    fn aws_checked(&self, tenant: &ImagingTenant, ok: bool) {
+    fn aws_checked(&self, tenant: &ImagingTenant, verdicts: &[Verdict], ids: &CloudIds) {
         self.aws_checks.lock().expect("lock").insert(
             kubernetes::tenant_uid(tenant).to_string(),
             AwsCheck {
                 at: Instant::now(),
                 generation: tenant.metadata.generation,
                 requested_at: tenant.annotations().get(RECONCILE_REQUESTED_AT).cloned(),
-                report_ok: ok,
+                verdicts: verdicts.to_vec(),
+                ids: ids.clone(),
             },
         );
+    }
+
+    fn last_aws_check(&self, uid: &str) -> Option<AwsCheck> {
+        self.aws_checks.lock().expect("lock").get(uid).cloned()
     }
 
     fn forget(&self, uid: &str) {
@@ -349,22 +357,16 @@ async fn apply(tenant: &ImagingTenant, ctx: &Context) -> Result<Action, Error> {
         for e in events {
             ctx.publish(tenant, EventType::Normal, e.reason, "ReconcileAws", e.note).await;
         }
-        let ok = cloud_verdicts.iter().all(|v| v.ok);
+        ctx.aws_checked(tenant, &cloud_verdicts, &ids);
         verdicts.extend(cloud_verdicts);
-        ctx.aws_checked(tenant, ok);
         cloud_error = error;
-    } else {
+    } else if let Some(last) = ctx.last_aws_check(&uid) {
         // Between resyncs, AWS state is what the last verification found.
+        verdicts.extend(last.verdicts);
+        ids = last.ids;
+    } else {
         for part in [cond::IDENTITY_READY, cond::KEY_READY, cond::BUCKET_READY, cond::BUCKET_SECURED] {
-            verdicts.push(match cond::find(&previous.conditions, part) {
-                Some(c) => Verdict {
-                    type_: part,
-                    ok: c.status == "True",
-                    reason: c.reason.clone(),
-                    message: c.message.clone(),
-                },
-                None => Verdict::failed(part, "Pending", "not verified yet"),
-            });
+            verdicts.push(Verdict::failed(part, "Pending", "AWS resources were not verified yet"));
         }
     }
 
