@@ -1,4 +1,4 @@
-//! The configuration table of docs/install.md says the truth: one row per value of the chart's
+//! The configuration table of README.md says the truth: one row per value of the chart's
 //! values.schema.json and no other, each default as in values.yaml, and a row for every flag of
 //! `imaging-tenant-operator run` with the environment variable the binary and the chart use.
 
@@ -18,8 +18,8 @@ struct Row {
 
 /// The rows of the table under "## Configuration", by value path.
 fn table() -> BTreeMap<String, Row> {
-    let doc = read("docs/install.md");
-    let section = doc.split_once("\n## Configuration\n").expect("a `## Configuration` section in docs/install.md").1;
+    let doc = read("README.md");
+    let section = doc.split_once("\n## Configuration\n").expect("a `## Configuration` section in README.md").1;
     let section = section.split("\n## ").next().unwrap();
     let mut rows = BTreeMap::new();
     for line in section.lines().filter(|l| l.starts_with("| `")) {
@@ -74,8 +74,8 @@ fn every_schema_value_has_a_row_and_every_row_a_schema_value() {
     let documented: BTreeSet<String> = table().into_keys().collect();
     let undocumented: Vec<&String> = leaves.difference(&documented).collect();
     let unknown: Vec<&String> = documented.difference(&leaves).collect();
-    assert!(undocumented.is_empty(), "values in values.schema.json without a row in docs/install.md: {undocumented:?}");
-    assert!(unknown.is_empty(), "rows in docs/install.md that values.schema.json does not know: {unknown:?}");
+    assert!(undocumented.is_empty(), "values in values.schema.json without a row in README.md: {undocumented:?}");
+    assert!(unknown.is_empty(), "rows in README.md that values.schema.json does not know: {unknown:?}");
 }
 
 #[test]
@@ -92,7 +92,7 @@ fn defaults_in_the_table_are_those_of_values_yaml() {
         }
         let documented: Value = serde_yaml::from_str(&row.default)
             .unwrap_or_else(|e| panic!("default of {path}, {:?}, is not YAML: {e}", row.default));
-        assert_eq!(&documented, actual, "default of {path}: docs/install.md says {:?}", row.default);
+        assert_eq!(&documented, actual, "default of {path}: README.md says {:?}", row.default);
     }
 }
 
@@ -117,10 +117,10 @@ fn every_flag_of_run_has_a_row_with_its_environment_variable() {
     let documented: BTreeMap<&str, &Row> =
         rows.values().filter(|r| !r.flag.is_empty()).map(|r| (r.flag.as_str(), r)).collect();
     let missing: Vec<&String> = flags.iter().filter(|f| !documented.contains_key(f.as_str())).collect();
-    assert!(missing.is_empty(), "flags of `run` without a value in the chart and docs/install.md: {missing:?}");
+    assert!(missing.is_empty(), "flags of `run` without a value in the chart and README.md: {missing:?}");
     let configmap = read(&format!("{CHART}/templates/configmap.yaml"));
     for (flag, row) in documented {
-        assert!(flags.contains(flag), "docs/install.md documents {flag}, which `run` does not have");
+        assert!(flags.contains(flag), "README.md documents {flag}, which `run` does not have");
         let env = format!("ITO_{}", flag.trim_start_matches("--").to_uppercase().replace('-', "_"));
         assert_eq!(row.env, env, "environment variable of {flag}");
         assert!(help.contains(&format!("[env: {env}")), "`run --help` names {env} for {flag}");
