@@ -50,6 +50,30 @@ pub async fn install_crd(client: &Client) {
     .await;
 }
 
+/// The operator binary's `run` command against the harness's control plane and moto, with a clean
+/// environment, the test settings, and its endpoints on the given ports.
+pub fn run_command(cp: &ControlPlane, moto: &Moto, metrics_port: u16, health_port: u16) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imaging-tenant-operator"));
+    cmd.arg("run")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("KUBECONFIG", cp.kubeconfig_path())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("ITO_CLUSTER_NAME", CLUSTER)
+        .env("ITO_AWS_REGION", "us-east-1")
+        .env("ITO_AWS_ENDPOINT_URL", moto.endpoint_url())
+        .env("ITO_OIDC_PROVIDER_ARN", OIDC_PROVIDER_ARN)
+        .env("ITO_OPERATOR_ROLE_ARN", OPERATOR_ROLE_ARN)
+        .env("ITO_BREAK_GLASS_ROLE_ARN", BREAK_GLASS_ROLE_ARN)
+        .env("ITO_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
+        .env("ITO_HEALTH_ADDR", format!("127.0.0.1:{health_port}"))
+        .env("ITO_LOG_LEVEL", "info,imaging_tenant_operator=debug");
+    cmd
+}
+
 /// A running operator process reconciling only the tenants labelled with its shard.
 pub struct Operator {
     pub shard: String,
@@ -87,26 +111,8 @@ impl Operator {
         self.stop();
         self.metrics_port = free_port();
         self.health_port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imaging-tenant-operator"));
-        cmd.arg("run")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("KUBECONFIG", cp.kubeconfig_path())
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("ITO_CLUSTER_NAME", CLUSTER)
-            .env("ITO_AWS_REGION", "us-east-1")
-            .env("ITO_AWS_ENDPOINT_URL", moto.endpoint_url())
-            .env("ITO_OIDC_PROVIDER_ARN", OIDC_PROVIDER_ARN)
-            .env("ITO_OPERATOR_ROLE_ARN", OPERATOR_ROLE_ARN)
-            .env("ITO_BREAK_GLASS_ROLE_ARN", BREAK_GLASS_ROLE_ARN)
-            .env("ITO_TENANT_SELECTOR", format!("{SHARD_LABEL}={}", self.shard))
-            .env("ITO_METRICS_ADDR", format!("127.0.0.1:{}", self.metrics_port))
-            .env("ITO_HEALTH_ADDR", format!("127.0.0.1:{}", self.health_port))
-            .env("ITO_LOG_LEVEL", "info,imaging_tenant_operator=debug")
-            .args(&self.extra_args);
+        let mut cmd = run_command(cp, moto, self.metrics_port, self.health_port);
+        cmd.env("ITO_TENANT_SELECTOR", format!("{SHARD_LABEL}={}", self.shard)).args(&self.extra_args);
         let process =
             spawn_managed(&format!("operator-{}", self.shard), cmd, &self.log).expect("start the operator binary");
         self.process = Some(process);

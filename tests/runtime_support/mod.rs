@@ -4,13 +4,13 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::{Command, ExitStatus};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
 
-use crate::operator::{BREAK_GLASS_ROLE_ARN, CLUSTER, OIDC_PROVIDER_ARN, OPERATOR_ROLE_ARN, SHARD_LABEL};
+use crate::operator::SHARD_LABEL;
 use crate::support::{ControlPlane, ManagedProcess, Moto, free_port, http_request, log_tail, scratch_dir, wait_for};
 
 /// Lease duration of the replicas under test: the shortest the operator accepts.
@@ -67,27 +67,10 @@ impl Replica {
         let metrics_port = free_port();
         let health_port = free_port();
         let log = scratch_dir("replica").join(format!("{identity}.log"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imaging-tenant-operator"));
-        cmd.arg("run")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("KUBECONFIG", cp.kubeconfig_path())
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("POD_NAME", identity)
+        let mut cmd = crate::operator::run_command(cp, moto, metrics_port, health_port);
+        cmd.env("POD_NAME", identity)
             .env("POD_NAMESPACE", &election.namespace)
-            .env("ITO_CLUSTER_NAME", CLUSTER)
-            .env("ITO_AWS_REGION", "us-east-1")
-            .env("ITO_AWS_ENDPOINT_URL", moto.endpoint_url())
-            .env("ITO_OIDC_PROVIDER_ARN", OIDC_PROVIDER_ARN)
-            .env("ITO_OPERATOR_ROLE_ARN", OPERATOR_ROLE_ARN)
-            .env("ITO_BREAK_GLASS_ROLE_ARN", BREAK_GLASS_ROLE_ARN)
             .env("ITO_TENANT_SELECTOR", format!("{SHARD_LABEL}={}", election.shard))
-            .env("ITO_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
-            .env("ITO_HEALTH_ADDR", format!("127.0.0.1:{health_port}"))
-            .env("ITO_LOG_LEVEL", "info,imaging_tenant_operator=debug")
             .env("ITO_LOG_FORMAT", "json")
             .args(["--leader-election=true", "--leader-election-namespace", &election.namespace])
             .args(["--leader-election-lease", &election.lease])
