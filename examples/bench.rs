@@ -10,7 +10,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use imaging_tenant_operator::api::{ImagingTenant, condition};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{CustomResourceExt, ResourceExt};
 use support::{ControlPlane, Moto, free_port, http_request, scratch_dir, spawn_managed, wait_for};
@@ -49,15 +48,7 @@ async fn main() {
     let cp = ControlPlane::shared().await;
     let moto = Moto::shared().await;
     let client = cp.client();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = ImagingTenant::crd();
-    crds.patch(&crd.name_any(), &PatchParams::apply("bench").force(), &Patch::Apply(&crd)).await.expect("CRD");
-    wait_for(Duration::from_secs(30), "the CRD", || async {
-        let c = crds.get(&crd.name_any()).await.map_err(|e| e.to_string())?;
-        let ok = c.status.and_then(|s| s.conditions).unwrap_or_default().iter().any(|c| c.type_ == "Established");
-        if ok { Ok(()) } else { Err("not established".into()) }
-    })
-    .await;
+    support::apply_crd(&client, &ImagingTenant::crd(), "bench").await;
 
     let (metrics_port, health_port) = (free_port(), free_port());
     let log = scratch_dir("bench").join("operator.log");

@@ -15,7 +15,6 @@ use std::time::Duration;
 use imaging_tenant_operator::api::{ImagingTenant, condition};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{CustomResourceExt, ResourceExt};
 use support::{ControlPlane, Moto, free_port, scratch_dir, spawn_managed, wait_for};
@@ -33,22 +32,7 @@ async fn main() {
     let moto = Moto::shared().await;
     let client = cp.client();
 
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = ImagingTenant::crd();
-    crds.patch(&crd.name_any(), &PatchParams::apply("imaging-tenant-operator-demo").force(), &Patch::Apply(&crd))
-        .await
-        .expect("install the CRD");
-    wait_for(Duration::from_secs(30), "the CRD to be established", || async {
-        let crd = crds.get("imagingtenants.imaging.tenancy.dev").await.map_err(|e| e.to_string())?;
-        let ok = crd
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if ok { Ok(()) } else { Err("not established".into()) }
-    })
-    .await;
+    support::apply_crd(&client, &ImagingTenant::crd(), "imaging-tenant-operator-demo").await;
 
     let dir = scratch_dir("demo");
     let log = dir.join("operator.log");

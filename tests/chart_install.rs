@@ -5,8 +5,6 @@
 mod chart_support;
 mod support;
 
-use std::time::Duration;
-
 use chart_support::*;
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -19,7 +17,7 @@ use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
 };
 use serde_json::{Value, json};
-use support::{ControlPlane, api_error_code, create_namespace, unique_name, wait_for};
+use support::{ControlPlane, api_error_code, create_namespace, unique_name};
 
 const CRD_NAME: &str = "imagingtenants.imaging.tenancy.dev";
 const FIELD_MANAGER: &str = "imaging-tenant-operator";
@@ -34,20 +32,7 @@ async fn install_chart_crd(cp: &ControlPlane) {
     let mut cmd = kubectl();
     cmd.args(["apply", "--server-side", "--force-conflicts", "-f", &format!("{CHART}/crds/")]);
     run(with_kubeconfig(cmd, cp), None);
-    let api: Api<CustomResourceDefinition> = Api::all(cp.client());
-    wait_for(Duration::from_secs(30), "the ImagingTenant CRD to be established", || {
-        let api = api.clone();
-        async move {
-            let crd = api.get(CRD_NAME).await.map_err(|e| e.to_string())?;
-            let established = crd
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
-            if established { Ok(()) } else { Err(format!("{:?}", crd.status)) }
-        }
-    })
-    .await;
+    support::wait_established(&cp.client(), CRD_NAME).await;
 }
 
 /// `kubectl apply --server-side --dry-run=server` of `manifests`; returns what kubectl printed.

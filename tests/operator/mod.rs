@@ -11,8 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use imaging_tenant_operator::api::{ImagingTenant, condition};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
 use serde_json::{Value, json};
 
@@ -30,24 +29,7 @@ pub const CLUSTER: &str = "test-cluster";
 /// Installs the CRD (as `imaging-tenant-operator crd` prints it) once per test binary and waits
 /// until the apiserver serves it.
 pub async fn install_crd(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = ImagingTenant::crd();
-    api.patch(&crd.name_any(), &PatchParams::apply("imaging-tenant-operator-tests").force(), &Patch::Apply(&crd))
-        .await
-        .expect("apply the ImagingTenant CRD");
-    wait_for(Duration::from_secs(30), "the ImagingTenant CRD to be established", || {
-        let api = api.clone();
-        async move {
-            let crd = api.get("imagingtenants.imaging.tenancy.dev").await.map_err(|e| e.to_string())?;
-            let established = crd
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
-            if established { Ok(()) } else { Err(format!("{:?}", crd.status)) }
-        }
-    })
-    .await;
+    crate::support::apply_crd(client, &ImagingTenant::crd(), "imaging-tenant-operator-tests").await;
 }
 
 /// The operator binary's `run` command against the harness's control plane and moto, with a clean

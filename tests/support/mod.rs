@@ -60,3 +60,38 @@ pub async fn create_namespace(client: &kube::Client, prefix: &str) -> String {
         .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
     name
 }
+
+/// Waits until the CustomResourceDefinition `name` is Established, i.e. its resources are served.
+pub async fn wait_established(client: &kube::Client, name: &str) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    wait_for(std::time::Duration::from_secs(30), &format!("CRD {name} to be established"), || {
+        let api = api.clone();
+        async move {
+            let crd = api.get(name).await.map_err(|e| e.to_string())?;
+            let established = crd
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+            if established { Ok(()) } else { Err(format!("{:?}", crd.status)) }
+        }
+    })
+    .await;
+}
+
+/// Server-side applies `crd` (so a second install is a no-op) and waits until it is Established.
+pub async fn apply_crd(
+    client: &kube::Client,
+    crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    field_manager: &str,
+) {
+    use kube::ResourceExt;
+    let api: kube::Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        kube::Api::all(client.clone());
+    let name = crd.name_any();
+    api.patch(&name, &kube::api::PatchParams::apply(field_manager).force(), &kube::api::Patch::Apply(crd))
+        .await
+        .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
+    wait_established(client, &name).await;
+}
