@@ -1,6 +1,92 @@
-//! Operator configuration shared by the controller, `plan` and the AWS layer.
+//! Operator configuration shared by the controller, `plan` and the AWS layer: the settings that
+//! shape what a tenant gets, and the one set of flags that gives them to `run` and `plan`.
 
-use std::time::Duration;
+use crate::desired::names::validate_bucket_prefix;
+
+pub const DEFAULT_BUCKET_PREFIX: &str = "imaging";
+pub const DEFAULT_WORKLOAD_SERVICE_ACCOUNT: &str = "imaging-workload";
+
+/// The flags (each with an environment variable) of the settings that shape what a tenant
+/// gets. `run` requires the cluster, region, OIDC provider and operator role; `plan` shows a
+/// placeholder for what is not given.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SettingsArgs {
+    /// Name of this cluster: part of every bucket, alias and role name hash, and a tag.
+    #[arg(long, env = "ITO_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// AWS region of the tenant buckets and keys.
+    #[arg(long, env = "ITO_AWS_REGION")]
+    pub aws_region: Option<String>,
+    /// First part of every bucket name.
+    #[arg(long, env = "ITO_BUCKET_PREFIX", default_value = DEFAULT_BUCKET_PREFIX, value_parser = bucket_prefix)]
+    pub bucket_prefix: String,
+    /// Bucket receiving S3 server access logs of every tenant bucket, under '<tenant>/'.
+    #[arg(long, env = "ITO_AUDIT_LOG_BUCKET")]
+    pub audit_log_bucket: Option<String>,
+    /// ARN of the cluster's IAM OIDC provider, trusted by tenant roles (IRSA).
+    #[arg(long, env = "ITO_OIDC_PROVIDER_ARN")]
+    pub oidc_provider_arn: Option<String>,
+    /// ARN of the role the operator runs as; it administers tenant keys and buckets.
+    #[arg(long, env = "ITO_OPERATOR_ROLE_ARN")]
+    pub operator_role_arn: Option<String>,
+    /// ARN of the emergency role allowed to administer tenant keys and buckets.
+    #[arg(long, env = "ITO_BREAK_GLASS_ROLE_ARN")]
+    pub break_glass_role_arn: Option<String>,
+    /// Name of the workload ServiceAccount created in every tenant namespace.
+    #[arg(long, env = "ITO_WORKLOAD_SERVICE_ACCOUNT", default_value = DEFAULT_WORKLOAD_SERVICE_ACCOUNT)]
+    pub workload_service_account: String,
+}
+
+impl Default for SettingsArgs {
+    fn default() -> Self {
+        SettingsArgs {
+            cluster_name: None,
+            aws_region: None,
+            bucket_prefix: DEFAULT_BUCKET_PREFIX.into(),
+            audit_log_bucket: None,
+            oidc_provider_arn: None,
+            operator_role_arn: None,
+            break_glass_role_arn: None,
+            workload_service_account: DEFAULT_WORKLOAD_SERVICE_ACCOUNT.into(),
+        }
+    }
+}
+
+fn bucket_prefix(prefix: &str) -> Result<String, String> {
+    validate_bucket_prefix(prefix)?;
+    Ok(prefix.to_string())
+}
+
+impl SettingsArgs {
+    /// The settings these flags describe, for the account `account_id` (12 digits; `run` reads
+    /// it from STS). What is not given is a placeholder.
+    pub fn resolve(&self, account_id: Option<&str>) -> Result<Settings, String> {
+        let mut settings = Settings::placeholder();
+        if let Some(cluster) = &self.cluster_name {
+            settings.cluster_name = cluster.clone();
+        }
+        if let Some(region) = &self.aws_region {
+            settings.region = region.clone();
+            settings.partition = Settings::partition_of(region).to_string();
+        }
+        if let Some(account) = account_id {
+            if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!("the AWS account ID must be 12 digits, not {account:?}"));
+            }
+            settings.account_id = account.to_string();
+        }
+        settings.bucket_prefix = bucket_prefix(&self.bucket_prefix)?;
+        let iam = format!("arn:{}:iam::{}", settings.partition, settings.account_id);
+        settings.oidc_provider_arn =
+            self.oidc_provider_arn.clone().unwrap_or_else(|| format!("{iam}:oidc-provider/<oidc-issuer>"));
+        settings.operator_role_arn =
+            self.operator_role_arn.clone().unwrap_or_else(|| format!("{iam}:role/<operator-role>"));
+        settings.audit_log_bucket = self.audit_log_bucket.clone();
+        settings.break_glass_role_arn = self.break_glass_role_arn.clone();
+        settings.workload_service_account = self.workload_service_account.clone();
+        Ok(settings)
+    }
+}
 
 /// Settings that shape what a tenant gets. Every field has a flag and an environment variable
 /// (see `main.rs`); `plan` uses the same struct with placeholders for what only AWS can tell.
@@ -29,14 +115,6 @@ pub struct Settings {
     pub workload_service_account: String,
 }
 
-/// How the controller runs.
-#[derive(Clone, Debug)]
-pub struct Runtime {
-    pub resync_interval: Duration,
-    pub concurrency: u16,
-    pub max_create_key_per_second: u32,
-}
-
 impl Settings {
     /// Settings for offline use (`plan`, unit tests): unknown values are shown as placeholders.
     pub fn placeholder() -> Self {
@@ -45,12 +123,12 @@ impl Settings {
             region: "<aws-region>".into(),
             partition: "aws".into(),
             account_id: "<account-id>".into(),
-            bucket_prefix: "imaging".into(),
+            bucket_prefix: DEFAULT_BUCKET_PREFIX.into(),
             audit_log_bucket: None,
             oidc_provider_arn: "arn:aws:iam::<account-id>:oidc-provider/<oidc-issuer>".into(),
             operator_role_arn: "arn:aws:iam::<account-id>:role/<operator-role>".into(),
             break_glass_role_arn: None,
-            workload_service_account: "imaging-workload".into(),
+            workload_service_account: DEFAULT_WORKLOAD_SERVICE_ACCOUNT.into(),
         }
     }
 

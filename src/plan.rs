@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::api::ImagingTenant;
-use crate::config::Settings;
+use crate::config::{Settings, SettingsArgs};
 use crate::desired;
 use crate::desired::aws::TenantAws;
 
@@ -40,33 +40,11 @@ pub use validate::{Problem, TenantRules};
 #[command(after_help = "Exit status: 0 every document is a valid ImagingTenant; 1 some are not (each problem is \
     printed to stderr, nothing to stdout); 2 the input could not be read.")]
 pub struct PlanSettings {
-    /// Name of the cluster the tenants are for.
-    #[arg(long, env = "ITO_CLUSTER_NAME")]
-    pub cluster_name: Option<String>,
-    /// AWS region of the tenant buckets and keys.
-    #[arg(long, env = "ITO_AWS_REGION")]
-    pub aws_region: Option<String>,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
     /// AWS account ID (`run` reads it from STS).
     #[arg(long, env = "ITO_ACCOUNT_ID")]
     pub account_id: Option<String>,
-    /// First part of every bucket name.
-    #[arg(long, env = "ITO_BUCKET_PREFIX")]
-    pub bucket_prefix: Option<String>,
-    /// Bucket receiving S3 server access logs of every tenant bucket, under '<tenant>/'.
-    #[arg(long, env = "ITO_AUDIT_LOG_BUCKET")]
-    pub audit_log_bucket: Option<String>,
-    /// ARN of the cluster's IAM OIDC provider, trusted by tenant roles (IRSA).
-    #[arg(long, env = "ITO_OIDC_PROVIDER_ARN")]
-    pub oidc_provider_arn: Option<String>,
-    /// ARN of the role the operator runs as.
-    #[arg(long, env = "ITO_OPERATOR_ROLE_ARN")]
-    pub operator_role_arn: Option<String>,
-    /// ARN of the emergency role allowed to administer tenant keys and buckets.
-    #[arg(long, env = "ITO_BREAK_GLASS_ROLE_ARN")]
-    pub break_glass_role_arn: Option<String>,
-    /// Name of the workload ServiceAccount created in every tenant namespace.
-    #[arg(long, env = "ITO_WORKLOAD_SERVICE_ACCOUNT")]
-    pub workload_service_account: Option<String>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Yaml)]
     pub output: OutputFormat,
@@ -84,35 +62,7 @@ pub enum OutputFormat {
 impl PlanSettings {
     /// The operator settings these flags describe, placeholders for the rest.
     pub fn to_settings(&self) -> Result<Settings, String> {
-        let mut settings = Settings::placeholder();
-        if let Some(cluster) = &self.cluster_name {
-            settings.cluster_name = cluster.clone();
-        }
-        if let Some(region) = &self.aws_region {
-            settings.region = region.clone();
-            settings.partition = Settings::partition_of(region).to_string();
-        }
-        if let Some(account) = &self.account_id {
-            if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(format!("--account-id must be 12 digits, not {account:?}"));
-            }
-            settings.account_id = account.clone();
-        }
-        if let Some(prefix) = &self.bucket_prefix {
-            desired::names::validate_bucket_prefix(prefix)?;
-            settings.bucket_prefix = prefix.clone();
-        }
-        let iam = format!("arn:{}:iam::{}", settings.partition, settings.account_id);
-        settings.oidc_provider_arn =
-            self.oidc_provider_arn.clone().unwrap_or_else(|| format!("{iam}:oidc-provider/<oidc-issuer>"));
-        settings.operator_role_arn =
-            self.operator_role_arn.clone().unwrap_or_else(|| format!("{iam}:role/<operator-role>"));
-        settings.audit_log_bucket = self.audit_log_bucket.clone();
-        settings.break_glass_role_arn = self.break_glass_role_arn.clone();
-        if let Some(sa) = &self.workload_service_account {
-            settings.workload_service_account = sa.clone();
-        }
-        Ok(settings)
+        self.settings.resolve(self.account_id.as_deref())
     }
 }
 
@@ -385,8 +335,12 @@ mod tests {
             "metadata: {name: group-b}",
             "metadata: {name: group-b, uid: 7d3c9a9e-5f1b-4c52-9a43-0b6f1a2e9c11}",
         );
-        let settings =
-            PlanSettings { cluster_name: Some("prod-1".into()), ..PlanSettings::default() }.to_settings().unwrap();
+        let settings = PlanSettings {
+            settings: SettingsArgs { cluster_name: Some("prod-1".into()), ..SettingsArgs::default() },
+            ..PlanSettings::default()
+        }
+        .to_settings()
+        .unwrap();
         let outcome = plan_documents(&documents(&yaml), &settings);
         let namespace = &outcome.plans[0].kubernetes[0];
         assert_eq!(namespace["metadata"]["ownerReferences"][0]["uid"], "7d3c9a9e-5f1b-4c52-9a43-0b6f1a2e9c11");
@@ -396,7 +350,7 @@ mod tests {
     #[test]
     fn settings_fill_placeholders_from_account_and_partition() {
         let settings = PlanSettings {
-            aws_region: Some("us-gov-west-1".into()),
+            settings: SettingsArgs { aws_region: Some("us-gov-west-1".into()), ..SettingsArgs::default() },
             account_id: Some("123456789012".into()),
             ..PlanSettings::default()
         }

@@ -15,40 +15,25 @@ use kube_lease_manager::{LeaseManagerBuilder, LeaseParams};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::api::metadata::OPERATOR;
 use crate::cloud::{AwsOptions, Cloud};
-use crate::config::Settings;
+use crate::config::SettingsArgs;
 use crate::controller::{self, RunOptions};
 use crate::metrics::Metrics;
 
 #[derive(clap::Args, Debug, Clone)]
+#[command(
+    mut_arg("cluster_name", |a| a.required(true)),
+    mut_arg("aws_region", |a| a.required(true)),
+    mut_arg("oidc_provider_arn", |a| a.required(true)),
+    mut_arg("operator_role_arn", |a| a.required(true))
+)]
 pub struct RunArgs {
-    /// Name of this cluster: part of every bucket, alias and role name hash, and a tag.
-    #[arg(long, env = "ITO_CLUSTER_NAME")]
-    pub cluster_name: String,
-    /// AWS region of the tenant buckets and keys.
-    #[arg(long, env = "ITO_AWS_REGION")]
-    pub aws_region: String,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
     /// Endpoint for S3, KMS, IAM and STS (an emulator or a VPC endpoint).
     #[arg(long, env = "ITO_AWS_ENDPOINT_URL")]
     pub aws_endpoint_url: Option<String>,
-    /// First part of every bucket name.
-    #[arg(long, env = "ITO_BUCKET_PREFIX", default_value = "imaging")]
-    pub bucket_prefix: String,
-    /// Bucket receiving S3 server access logs of every tenant bucket, under '<tenant>/'.
-    #[arg(long, env = "ITO_AUDIT_LOG_BUCKET")]
-    pub audit_log_bucket: Option<String>,
-    /// ARN of the cluster's IAM OIDC provider, trusted by tenant roles (IRSA).
-    #[arg(long, env = "ITO_OIDC_PROVIDER_ARN")]
-    pub oidc_provider_arn: String,
-    /// ARN of the role the operator runs as; it administers tenant keys and buckets.
-    #[arg(long, env = "ITO_OPERATOR_ROLE_ARN")]
-    pub operator_role_arn: String,
-    /// ARN of the emergency role allowed to administer tenant keys and buckets.
-    #[arg(long, env = "ITO_BREAK_GLASS_ROLE_ARN")]
-    pub break_glass_role_arn: Option<String>,
-    /// Name of the workload ServiceAccount created in every tenant namespace.
-    #[arg(long, env = "ITO_WORKLOAD_SERVICE_ACCOUNT", default_value = "imaging-workload")]
-    pub workload_service_account: String,
     /// How often AWS resources are re-read and drift repaired (e.g. 10m, 90s, 1h).
     #[arg(long, env = "ITO_RESYNC_INTERVAL", default_value = "10m", value_parser = parse_duration)]
     pub resync_interval: Duration,
@@ -71,7 +56,7 @@ pub struct RunArgs {
     #[arg(long, env = "ITO_LEADER_ELECTION_NAMESPACE")]
     pub leader_election_namespace: Option<String>,
     /// Name of the Lease; give each shard (--tenant-selector) its own.
-    #[arg(long, env = "ITO_LEADER_ELECTION_LEASE", default_value = "imaging-tenant-operator")]
+    #[arg(long, env = "ITO_LEADER_ELECTION_LEASE", default_value = OPERATOR)]
     pub leader_election_lease: String,
     /// Seconds a leader holds the Lease without renewing it before a standby takes over.
     #[arg(long, env = "ITO_LEADER_ELECTION_LEASE_SECONDS", default_value_t = 15)]
@@ -182,33 +167,22 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         }))
         .build();
     let cloud = Cloud::connect(&AwsOptions {
-        region: args.aws_region.clone(),
+        region: args.settings.aws_region.clone().unwrap_or_default(),
         endpoint_url: args.aws_endpoint_url.clone(),
         max_create_key_per_second: args.aws_max_create_key_per_second,
     })
     .await?;
     let (account_id, caller) = cloud.caller_identity().await?;
+    let settings = args.settings.resolve(Some(&account_id)).map_err(|e| anyhow::anyhow!(e))?;
     // Key and bucket policies admit the operator only under --operator-role-arn: say so early
     // when the credentials in use are something else.
-    if !caller_is_role(&caller, &args.operator_role_arn) {
+    if !caller_is_role(&caller, &settings.operator_role_arn) {
         warn!(
             caller = %caller,
-            operator_role = %args.operator_role_arn,
+            operator_role = %settings.operator_role_arn,
             "the AWS identity in use is not --operator-role-arn; tenant key and bucket policies admit only that role"
         );
     }
-    let settings = Settings {
-        cluster_name: args.cluster_name.clone(),
-        region: args.aws_region.clone(),
-        partition: Settings::partition_of(&args.aws_region).to_string(),
-        account_id,
-        bucket_prefix: args.bucket_prefix.clone(),
-        audit_log_bucket: args.audit_log_bucket.clone(),
-        oidc_provider_arn: args.oidc_provider_arn.clone(),
-        operator_role_arn: args.operator_role_arn.clone(),
-        break_glass_role_arn: args.break_glass_role_arn.clone(),
-        workload_service_account: args.workload_service_account.clone(),
-    };
     info!(cluster = %settings.cluster_name, region = %settings.region, account = %settings.account_id, "starting");
 
     let (ready_tx, ready_rx) = watch::channel(false);
@@ -232,7 +206,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
         format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "operator".into()), std::process::id())
     });
-    let reporter = Reporter { controller: "imaging-tenant-operator".into(), instance: Some(identity.clone()) };
+    let reporter = Reporter { controller: OPERATOR.into(), instance: Some(identity.clone()) };
     let opts = RunOptions {
         reporter,
         concurrency: args.concurrency,

@@ -13,6 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub mod condition;
+pub mod metadata;
 
 pub const GROUP: &str = "imaging.tenancy.dev";
 pub const VERSION: &str = "v1alpha1";

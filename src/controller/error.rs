@@ -3,7 +3,7 @@
 use crate::cloud::CloudError;
 
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     #[error("reading {what}: {source}")]
     Observe { what: String, source: kube::Error },
 
@@ -24,14 +24,11 @@ pub enum Error {
 
     #[error("deletion of ImagingTenant {tenant} is blocked: {message}")]
     DeletionBlocked { tenant: String, message: String },
-
-    #[error("namespace {namespace} is still terminating")]
-    NamespaceTerminating { namespace: String },
 }
 
 impl Error {
     /// A static label for metrics (never the message: its cardinality is unbounded).
-    pub fn category(&self) -> &'static str {
+    pub(crate) fn category(&self) -> &'static str {
         match self {
             Error::Observe { .. } => "kubernetes_read",
             Error::Apply { .. } => "kubernetes_apply",
@@ -40,26 +37,25 @@ impl Error {
             Error::Finalizer { .. } => "finalizer",
             Error::Cloud(e) => e.category(),
             Error::DeletionBlocked { .. } => "deletion_blocked",
-            Error::NamespaceTerminating { .. } => "namespace_terminating",
         }
     }
 
     /// Whether backing off and retrying can fix it, as opposed to waiting for a spec change.
-    pub fn is_retryable(&self) -> bool {
+    pub(crate) fn is_retryable(&self) -> bool {
         match self {
             Error::Observe { source, .. }
             | Error::Apply { source, .. }
             | Error::Remove { source, .. }
             | Error::Status { source, .. } => kube_retryable(source),
             Error::Cloud(e) => e.is_retryable(),
-            Error::Finalizer { .. } | Error::DeletionBlocked { .. } | Error::NamespaceTerminating { .. } => true,
+            Error::Finalizer { .. } | Error::DeletionBlocked { .. } => true,
         }
     }
 }
 
 /// Invalid requests (400, 403, 422) will fail the same way until something changes; conflicts,
 /// server errors and transport failures may pass on the next try.
-pub fn kube_retryable(error: &kube::Error) -> bool {
+pub(crate) fn kube_retryable(error: &kube::Error) -> bool {
     match error {
         kube::Error::Api(status) => !matches!(status.code, 400 | 403 | 404 | 422),
         _ => true,
@@ -67,7 +63,7 @@ pub fn kube_retryable(error: &kube::Error) -> bool {
 }
 
 /// The CamelCase reason for a condition from a Kubernetes API error.
-pub fn kube_reason(error: &kube::Error) -> String {
+pub(crate) fn kube_reason(error: &kube::Error) -> String {
     match error {
         kube::Error::Api(status) if status.code == 403 => "Forbidden".into(),
         kube::Error::Api(status) if status.code == 422 => "Invalid".into(),
@@ -79,7 +75,7 @@ pub fn kube_reason(error: &kube::Error) -> String {
 }
 
 /// The message of a Kubernetes API error without the transport noise.
-pub fn kube_message(error: &kube::Error) -> String {
+pub(crate) fn kube_message(error: &kube::Error) -> String {
     match error {
         kube::Error::Api(status) => status.message.clone(),
         other => other.to_string(),

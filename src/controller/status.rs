@@ -9,8 +9,9 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use super::error::{Error, kube_message, kube_reason};
-use super::kubernetes::FIELD_MANAGER;
+use super::namespaces::Claims;
 use crate::api::condition::{self as cond, Verdict};
+use crate::api::metadata::FIELD_MANAGER;
 use crate::api::{ImagingTenant, ImagingTenantStatus};
 use crate::cloud::{CloudIds, Progress};
 
@@ -18,12 +19,9 @@ fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
-pub fn namespaces_verdict(
-    owned: &BTreeSet<String>,
-    conflicts: &[(String, Option<String>)],
-    terminating: &[String],
-    error: Option<&Error>,
-) -> Verdict {
+/// NamespacesReady: conflicts first, then namespaces still terminating, then errors.
+pub(crate) fn namespaces_verdict(claims: &Claims) -> Verdict {
+    let Claims { owned, conflicts, terminating, error } = claims;
     if let Some((name, owner)) = conflicts.first() {
         let whose = match owner {
             Some(other) => format!("it belongs to tenant '{other}'"),
@@ -66,7 +64,7 @@ fn error_verdict(type_: &'static str, error: &Error) -> Verdict {
 }
 
 /// The verdict of one part applied inside the tenant's namespaces.
-pub fn part_verdict(
+pub(crate) fn part_verdict(
     type_: &'static str,
     error: Option<&Error>,
     waiting: bool,
@@ -86,7 +84,7 @@ pub fn part_verdict(
 
 /// The next status: verdicts in the fixed order of `PARTS`, Ready last, timestamps kept where
 /// nothing changed.
-pub fn build(
+pub(crate) fn build(
     tenant: &ImagingTenant,
     previous: &ImagingTenantStatus,
     mut verdicts: Vec<Verdict>,
@@ -107,7 +105,7 @@ pub fn build(
 }
 
 /// Adds (or refreshes) the DeletionBlocked condition.
-pub fn set_deletion_blocked(status: &mut ImagingTenantStatus, tenant: &ImagingTenant, verdict: &Verdict) {
+pub(crate) fn set_deletion_blocked(status: &mut ImagingTenantStatus, tenant: &ImagingTenant, verdict: &Verdict) {
     let mut verdicts: Vec<Verdict> = status
         .conditions
         .iter()
@@ -128,7 +126,7 @@ pub fn set_deletion_blocked(status: &mut ImagingTenantStatus, tenant: &ImagingTe
 
 /// Writes the status only when it differs from what is stored: no write, no watch event, no
 /// reconcile storm.
-pub async fn write_if_changed(
+pub(crate) async fn write_if_changed(
     client: &Client,
     tenant: &ImagingTenant,
     previous: &ImagingTenantStatus,
@@ -151,14 +149,14 @@ pub async fn write_if_changed(
 
 /// Records AWS resource IDs in status as soon as the cloud layer reports them (crash safety:
 /// a restarted operator finds them there before looking anywhere else).
-pub struct StatusProgress {
+pub(crate) struct StatusProgress {
     client: Client,
     tenant: String,
     recorded: CloudIds,
 }
 
 impl StatusProgress {
-    pub fn new(client: Client, tenant: String) -> Self {
+    pub(crate) fn new(client: Client, tenant: String) -> Self {
         StatusProgress { client, tenant, recorded: CloudIds::default() }
     }
 }

@@ -12,13 +12,7 @@ use crate::api::{ImagingTenant, RetentionMode};
 use crate::config::Settings;
 use crate::desired::names;
 
-pub const TAG_TENANT: &str = "imaging.tenancy.dev/tenant";
-pub const TAG_TENANT_UID: &str = "imaging.tenancy.dev/tenant-uid";
-pub const TAG_CLUSTER: &str = "imaging.tenancy.dev/cluster";
-pub const TAG_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-pub const MANAGED_BY: &str = "imaging-tenant-operator";
-/// Set on role, key and bucket when a `Retain` tenant is deleted (invariant 5).
-pub const TAG_RETAINED: &str = "imaging.tenancy.dev/retained";
+pub use crate::api::metadata::{MANAGED_BY, TAG_CLUSTER, TAG_MANAGED_BY, TAG_RETAINED, TAG_TENANT, TAG_TENANT_UID};
 
 /// Shown for the key ARN until the key exists.
 pub const KEY_ARN_PLACEHOLDER: &str = "<key-arn>";

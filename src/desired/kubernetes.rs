@@ -22,14 +22,9 @@ use crate::api::{ImagingTenant, Subject, SubjectKind};
 use crate::config::Settings;
 use crate::desired::names;
 
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-pub const MANAGED_BY: &str = "imaging-tenant-operator";
-pub const TENANT_LABEL: &str = "imaging.tenancy.dev/tenant";
-pub const TENANT_UID_LABEL: &str = "imaging.tenancy.dev/tenant-uid";
-pub const RETAINED_LABEL: &str = "imaging.tenancy.dev/retained";
-/// The label the apiserver sets on every namespace; it cannot be forged, unlike a tenant label.
-pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
-pub const IRSA_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
+pub use crate::api::metadata::{
+    IRSA_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, NAMESPACE_NAME_LABEL, RETAINED_LABEL, TENANT_LABEL, TENANT_UID_LABEL,
+};
 
 pub const DEFAULT_DENY: &str = "imaging-default-deny";
 pub const ALLOW_SAME_TENANT: &str = "imaging-allow-same-tenant";

@@ -1,0 +1,38 @@
+//! Names the operator writes into other objects' metadata and into AWS: labels, annotations,
+//! the finalizer, the server-side apply field manager and AWS tag keys. Defined here only.
+
+/// The operator's name: the field manager of everything it applies and the value of
+/// [`MANAGED_BY_LABEL`] (and of the AWS tag of the same key).
+pub const OPERATOR: &str = "imaging-tenant-operator";
+
+/// Server-side apply field manager of every object and status the operator writes.
+pub const FIELD_MANAGER: &str = OPERATOR;
+
+/// `app.kubernetes.io/managed-by=imaging-tenant-operator` on every Kubernetes object of a tenant,
+/// and the same AWS tag on every AWS resource.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = OPERATOR;
+
+/// The tenant's name, as a label and as an AWS tag.
+pub const TENANT_LABEL: &str = "imaging.tenancy.dev/tenant";
+/// The tenant's UID, as a label and as an AWS tag: children are found by it.
+pub const TENANT_UID_LABEL: &str = "imaging.tenancy.dev/tenant-uid";
+/// `true` on what a `Retain` deletion kept, as a label and as an AWS tag.
+pub const RETAINED_LABEL: &str = "imaging.tenancy.dev/retained";
+
+/// The label the apiserver sets on every namespace; it cannot be forged, unlike a tenant label.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+/// IRSA: the IAM role a ServiceAccount's pods may assume.
+pub const IRSA_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
+
+/// Keeps a tenant until its retirement (`deletionPolicy`) is done.
+pub const FINALIZER: &str = "imaging.tenancy.dev/cleanup";
+/// Changing this annotation asks for an immediate re-read of AWS.
+pub const RECONCILE_REQUESTED_AT: &str = "imaging.tenancy.dev/reconcile-requested-at";
+
+/// AWS tag keys: the same strings as the labels above.
+pub const TAG_TENANT: &str = TENANT_LABEL;
+pub const TAG_TENANT_UID: &str = TENANT_UID_LABEL;
+pub const TAG_CLUSTER: &str = "imaging.tenancy.dev/cluster";
+pub const TAG_MANAGED_BY: &str = MANAGED_BY_LABEL;
+pub const TAG_RETAINED: &str = RETAINED_LABEL;

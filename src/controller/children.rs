@@ -1,0 +1,392 @@
+//! The objects the operator keeps inside tenant namespaces. One list names their kinds; it
+//! drives the watches, the caches, the order of applying and the detaching on retirement.
+//!
+//! Applying is server-side apply of what differs from the cache, then removal of the tenant's
+//! labelled orphans of that kind (zookeeper-operator's cluster-resources idiom).
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use futures::stream::BoxStream;
+use futures::{StreamExt, future};
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tracing::warn;
+
+use super::error::Error;
+use crate::api::ImagingTenant;
+use crate::api::metadata::{FIELD_MANAGER, TENANT_UID_LABEL};
+use crate::desired::kubernetes::{TenantObjects, to_json};
+use crate::metrics::Metrics;
+
+/// The part of a tenant, and so the condition, that a kind of object counts towards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Part {
+    /// NetworkIsolated
+    Network,
+    /// AccessBound
+    Access,
+    /// QuotaApplied
+    Quota,
+}
+
+/// The kinds the operator keeps inside each tenant namespace, in the order it applies them
+/// (network isolation first, the workload ServiceAccount last), each with the part it belongs to.
+/// Namespaces themselves are claimed, not applied: see `namespaces`.
+macro_rules! with_child_kinds {
+    ($then:ident) => {
+        $then! {
+            network_policies: NetworkPolicy => Network,
+            role_bindings: RoleBinding => Access,
+            resource_quotas: ResourceQuota => Quota,
+            limit_ranges: LimitRange => Quota,
+            service_accounts: ServiceAccount => Quota,
+        }
+    };
+}
+
+/// A watched tenant that one of its objects changed; what `Controller::reconcile_on` takes.
+pub(crate) type Trigger = ObjectRef<DeserializeGuard<ImagingTenant>>;
+
+macro_rules! child_kind_plumbing {
+    ($($field:ident: $kind:ty => $part:ident,)*) => {
+        /// Caches of the tenant's namespaces and objects, fed by label-selected watches; reads
+        /// here cost no API call.
+        #[derive(Clone)]
+        pub(crate) struct Stores {
+            pub(crate) namespaces: Store<DeserializeGuard<Namespace>>,
+            $(pub(crate) $field: Store<DeserializeGuard<$kind>>,)*
+        }
+
+        impl Stores {
+            /// One watch per kind, selected by `selector`: the caches, and one stream of the
+            /// tenants whose objects changed.
+            pub(crate) fn watch(
+                client: &Client,
+                selector: &str,
+                metrics: &Arc<Metrics>,
+            ) -> (Stores, BoxStream<'static, Trigger>) {
+                let (namespaces, trigger) = watch_kind::<Namespace>(client, selector, metrics);
+                let mut triggers = vec![trigger];
+                $(
+                    let ($field, trigger) = watch_kind::<$kind>(client, selector, metrics);
+                    triggers.push(trigger);
+                )*
+                (Stores { namespaces, $($field,)* }, futures::stream::select_all(triggers).boxed())
+            }
+
+            /// Waits until every cache has its first full list; false if a watch stopped first.
+            pub(crate) async fn synced(&self) -> bool {
+                let mut all = synced(&self.namespaces).await;
+                $(all &= synced(&self.$field).await;)*
+                all
+            }
+        }
+
+        /// Applies every kind of object of the tenant in its owned namespaces, in the list's
+        /// order. Destructured without `..`: a new kind in `TenantObjects` must be listed.
+        pub(crate) async fn apply(
+            client: &Client,
+            stores: &Stores,
+            tenant_uid: &str,
+            owned: &BTreeSet<String>,
+            objects: &TenantObjects,
+            changes: &mut Changes,
+        ) -> Outcome {
+            let TenantObjects { namespaces: _, $($field,)* } = objects;
+            let mut outcome = Outcome::default();
+            $(
+                let result = converge_kind(client, &stores.$field, tenant_uid, owned, $field, changes).await;
+                outcome.record(Part::$part, result);
+            )*
+            outcome
+        }
+
+        /// Cuts every owner reference to the tenant from its objects in namespace `ns`, so the
+        /// garbage collector never removes them.
+        pub(crate) async fn detach(client: &Client, tenant_uid: &str, ns: &str) -> Result<(), Error> {
+            $(detach_kind::<$kind>(client, tenant_uid, ns).await?;)*
+            Ok(())
+        }
+    };
+}
+
+with_child_kinds!(child_kind_plumbing);
+
+/// A label-selected, guarded watch of one kind feeding a cache, and the tenants its changes
+/// concern. One malformed object cannot break the watch (`DeserializeGuard`).
+fn watch_kind<K>(
+    client: &Client,
+    selector: &str,
+    metrics: &Arc<Metrics>,
+) -> (Store<DeserializeGuard<K>>, BoxStream<'static, Trigger>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let api: Api<DeserializeGuard<K>> = Api::all(client.clone());
+    let (reader, writer) = reflector::store();
+    let metrics = metrics.clone();
+    let triggers = reflector::reflector(writer, watcher(api, watcher::Config::default().labels(selector)))
+        .default_backoff()
+        .touched_objects()
+        .filter_map(move |event| {
+            future::ready(match event {
+                Ok(child) => owning_tenant(&child),
+                Err(e) => {
+                    metrics.watch_restarted();
+                    warn!(kind = K::kind(&()).as_ref(), error = %e, "watch failed; restarting it with back-off");
+                    None
+                }
+            })
+        })
+        .boxed();
+    (reader, triggers)
+}
+
+/// Waits for a cache's first full list. A store's readiness wakes only its latest waiter (the
+/// controller waits on its own store too), so poll again now and then instead of trusting one
+/// wake-up.
+pub(crate) async fn synced<K>(store: &Store<DeserializeGuard<K>>) -> bool
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let kind = K::kind(&());
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_millis(250), store.wait_until_ready()).await {
+            Ok(Ok(())) => {
+                tracing::debug!(cache = kind.as_ref(), "cache synced");
+                return true;
+            }
+            Ok(Err(_)) => {
+                warn!(cache = kind.as_ref(), "cache stopped before it synced");
+                return false;
+            }
+            Err(_) => continue,
+        }
+    }
+}
+
+/// The tenant an object belongs to, by its controller reference, named without a namespace
+/// (tenants are cluster-scoped; `owns` would key them with the child's namespace and one tenant
+/// would be reconciled under two keys at once).
+fn owning_tenant<K: Resource>(child: &DeserializeGuard<K>) -> Option<Trigger> {
+    let refs = match &child.0 {
+        Ok(obj) => obj.meta().owner_references.as_ref(),
+        Err(invalid) => invalid.metadata.owner_references.as_ref(),
+    };
+    refs.into_iter()
+        .flatten()
+        .find(|o| {
+            o.controller == Some(true) && o.kind == crate::api::KIND && o.api_version.starts_with(crate::api::GROUP)
+        })
+        .map(|o| ObjectRef::new(&o.name))
+}
+
+/// What applying changed, for Events.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Changes {
+    pub(crate) created: Vec<String>,
+    /// UIDs of the objects in `created`, in the same order.
+    pub(crate) created_uids: Vec<String>,
+    pub(crate) repaired: Vec<String>,
+    pub(crate) removed: Vec<String>,
+    pub(crate) detached: Vec<String>,
+}
+
+impl Changes {
+    pub(crate) fn created(&mut self, what: String, uid: Option<String>) {
+        self.created.push(what);
+        self.created_uids.push(uid.unwrap_or_default());
+    }
+}
+
+/// Per part of the tenant, the first error applying it met.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    errors: Vec<(Part, Error)>,
+}
+
+impl Outcome {
+    fn record(&mut self, part: Part, result: Result<(), Error>) {
+        if let Err(e) = result
+            && self.error(part).is_none()
+        {
+            self.errors.push((part, e));
+        }
+    }
+
+    pub(crate) fn error(&self, part: Part) -> Option<&Error> {
+        self.errors.iter().find(|(p, _)| *p == part).map(|(_, e)| e)
+    }
+
+    pub(crate) fn errors(&self) -> impl Iterator<Item = &Error> {
+        self.errors.iter().map(|(_, e)| e)
+    }
+}
+
+/// Whether `observed` already holds everything `desired` sets. Fields the apiserver or others add
+/// (defaults, extra labels) are ignored; lists must match item by item.
+fn contains(observed: &Value, desired: &Value) -> bool {
+    match (observed, desired) {
+        (Value::Object(o), Value::Object(d)) => d.iter().all(|(k, dv)| match o.get(k) {
+            Some(ov) => contains(ov, dv),
+            None => dv.is_null() || dv.as_object().is_some_and(|m| m.is_empty()),
+        }),
+        (Value::Array(o), Value::Array(d)) => o.len() == d.len() && o.iter().zip(d).all(|(ov, dv)| contains(ov, dv)),
+        _ => observed == desired,
+    }
+}
+
+/// `Kind namespace/name`, for Events and errors.
+pub(crate) fn describe<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    match obj.meta().namespace.as_deref() {
+        Some(ns) => format!("{} {}/{}", K::kind(&()), ns, obj.name_any()),
+        None => format!("{} {}", K::kind(&()), obj.name_any()),
+    }
+}
+
+/// Server-side applies `obj` unless the cache shows it already as desired.
+pub(crate) async fn apply_one<K>(api: &Api<K>, cached: Option<&K>, obj: &K, changes: &mut Changes) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+{
+    let want = to_json(obj);
+    if let Some(have) = cached
+        && contains(&serde_json::to_value(have).unwrap_or_default(), &want)
+    {
+        return Ok(());
+    }
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let applied = api
+        .patch(&obj.name_any(), &params, &Patch::Apply(&want))
+        .await
+        .map_err(|source| Error::Apply { what: describe(obj), source })?;
+    // The cache may lag behind our own writes: report only what this apply really changed.
+    match cached {
+        Some(have) if have.resource_version() != applied.resource_version() => changes.repaired.push(describe(obj)),
+        Some(_) => {}
+        None if is_fresh(&applied) => changes.created(describe(obj), applied.uid()),
+        None => {}
+    }
+    Ok(())
+}
+
+/// Created moments ago (by the apply that returned it), as opposed to found already there.
+fn is_fresh<K: Resource>(obj: &K) -> bool {
+    obj.meta().creation_timestamp.as_ref().is_some_and(|t| {
+        k8s_openapi::jiff::Timestamp::now().duration_since(t.0) < k8s_openapi::jiff::SignedDuration::from_secs(10)
+    })
+}
+
+/// Applies the desired objects of one kind in the given namespaces and removes that kind's
+/// orphans there: objects labelled and owned by this tenant that are no longer desired.
+async fn converge_kind<K>(
+    client: &Client,
+    store: &Store<DeserializeGuard<K>>,
+    tenant_uid: &str,
+    namespaces: &BTreeSet<String>,
+    wanted: &[K],
+    changes: &mut Changes,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + Serialize + DeserializeOwned + Debug,
+{
+    let cache: Vec<Arc<DeserializeGuard<K>>> = store.state();
+    let cached = |ns: &str, name: &str| {
+        cache.iter().find_map(|g| {
+            g.0.as_ref().ok().filter(|o| o.meta().namespace.as_deref() == Some(ns) && o.name_any() == name).cloned()
+        })
+    };
+    for obj in wanted {
+        let ns = obj.meta().namespace.clone().unwrap_or_default();
+        if !namespaces.contains(&ns) {
+            continue;
+        }
+        let api = Api::<K>::namespaced(client.clone(), &ns);
+        apply_one(&api, cached(&ns, &obj.name_any()).as_ref(), obj, changes).await?;
+    }
+    let wanted_keys: BTreeSet<(String, String)> =
+        wanted.iter().map(|o| (o.meta().namespace.clone().unwrap_or_default(), o.name_any())).collect();
+    for guard in &cache {
+        let Ok(obj) = &guard.0 else { continue };
+        let ns = obj.meta().namespace.clone().unwrap_or_default();
+        if !namespaces.contains(&ns) || wanted_keys.contains(&(ns.clone(), obj.name_any())) {
+            continue;
+        }
+        if !controlled_by(obj, tenant_uid) {
+            continue;
+        }
+        let api = Api::<K>::namespaced(client.clone(), &ns);
+        match api.delete(&obj.name_any(), &DeleteParams::default()).await {
+            Ok(_) => changes.removed.push(describe(obj)),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(source) => return Err(Error::Remove { what: describe(obj), source }),
+        }
+    }
+    Ok(())
+}
+
+/// Whether the object has a controller reference to the tenant.
+fn controlled_by<K: Resource>(obj: &K, tenant_uid: &str) -> bool {
+    obj.meta().owner_references.iter().flatten().any(|o| o.uid == tenant_uid && o.controller == Some(true))
+}
+
+/// Whether the tenant owns this object: a controller reference to the tenant, or (for retained
+/// namespaces, whose references were removed) the tenant's UID label.
+pub(crate) fn owned_by<K: Resource>(obj: &K, tenant_uid: &str) -> bool {
+    let by_label = obj.meta().labels.as_ref().and_then(|l| l.get(TENANT_UID_LABEL)).is_some_and(|u| u == tenant_uid);
+    controlled_by(obj, tenant_uid) || by_label
+}
+
+async fn detach_kind<K>(client: &Client, tenant_uid: &str, ns: &str) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + Serialize + DeserializeOwned + Debug,
+{
+    let api = Api::<K>::namespaced(client.clone(), ns);
+    let list = api
+        .list(&ListParams::default().labels(&format!("{TENANT_UID_LABEL}={tenant_uid}")))
+        .await
+        .map_err(|source| Error::Observe { what: format!("{} in {ns}", K::kind(&())), source })?;
+    for obj in list {
+        if obj.meta().owner_references.as_ref().is_some_and(|r| !r.is_empty()) {
+            let patch = json!({"metadata": {"ownerReferences": without_owner(&obj, tenant_uid)}});
+            api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|source| Error::Remove { what: describe(&obj), source })?;
+        }
+    }
+    Ok(())
+}
+
+/// The object's owner references without the tenant's, as a merge patch value.
+pub(crate) fn without_owner<K: Resource>(obj: &K, tenant_uid: &str) -> Value {
+    let rest: Vec<_> = obj.meta().owner_references.iter().flatten().filter(|o| o.uid != tenant_uid).cloned().collect();
+    if rest.is_empty() { Value::Null } else { serde_json::to_value(rest).unwrap_or(Value::Null) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contains_ignores_extra_fields_but_not_missing_ones() {
+        let have =
+            json!({"metadata": {"labels": {"a": "1", "kubernetes.io/metadata.name": "x"}}, "spec": {"p": [1, 2]}});
+        assert!(contains(&have, &json!({"metadata": {"labels": {"a": "1"}}})));
+        assert!(!contains(&have, &json!({"metadata": {"labels": {"a": "2"}}})));
+        assert!(!contains(&have, &json!({"spec": {"p": [1]}})));
+        assert!(!contains(&have, &json!({"spec": {"q": 1}})));
+        assert!(contains(&have, &json!({"spec": {"podSelector": {}}})));
+    }
+}

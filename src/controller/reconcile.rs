@@ -1,0 +1,327 @@
+//! The reconcile: a tenant through the finalizer, then a pipeline of named steps.
+//!
+//! apply: claim namespaces → retire namespaces removed from the spec → apply children → verify
+//! AWS → write status → next action. cleanup: retire namespaces → retire AWS.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::api::Api;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{self, Event as Finalizer, finalizer};
+use kube::{Resource, ResourceExt};
+use tracing::{Instrument, info, info_span, warn};
+
+use super::children::{self, Changes, Part};
+use super::context::Context;
+use super::error::Error;
+use super::namespaces::{self, Claims};
+use super::status;
+use crate::api::condition::{self as cond, Verdict};
+use crate::api::metadata::FINALIZER;
+use crate::api::{ImagingTenant, ImagingTenantStatus};
+use crate::cloud::{CloudIds, CloudReport, Retirement};
+use crate::desired::kubernetes as desired;
+
+/// A foreign namespace is not watched: look again this soon in case it was removed.
+const CONFLICT_RECHECK: Duration = Duration::from_secs(60);
+
+/// The conditions of the parts applied inside the tenant's namespaces, with their success.
+const CHILD_PARTS: [(Part, &str, &str, &str); 3] = [
+    (
+        Part::Network,
+        cond::NETWORK_ISOLATED,
+        "PoliciesApplied",
+        "default-deny, same-tenant, DNS and listed allow policies are in place in every tenant namespace",
+    ),
+    (
+        Part::Access,
+        cond::ACCESS_BOUND,
+        "BindingsApplied",
+        "admins, editors and viewers are bound to admin, edit and view in every tenant namespace",
+    ),
+    (
+        Part::Quota,
+        cond::QUOTA_APPLIED,
+        "QuotaApplied",
+        "ResourceQuota, LimitRange and workload ServiceAccount are in place in every tenant namespace",
+    ),
+];
+
+/// The AWS conditions, in the order the cloud layer reports them.
+const AWS_PARTS: [&str; 4] = [cond::IDENTITY_READY, cond::KEY_READY, cond::BUCKET_READY, cond::BUCKET_SECURED];
+
+/// Reconcile entry point: malformed objects are reported, valid ones go through the finalizer.
+pub(crate) async fn reconcile(guard: Arc<DeserializeGuard<ImagingTenant>>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let tenant = match &guard.0 {
+        Ok(t) => Arc::new(t.clone()),
+        Err(invalid) => {
+            warn!(name = ?invalid.metadata.name, error = %invalid.error, "ImagingTenant cannot be read; waiting for a fix");
+            return Ok(Action::await_change());
+        }
+    };
+    let name = tenant.name_any();
+    let span = info_span!("reconcile", tenant = %name, generation = ?tenant.metadata.generation);
+    let started = Instant::now();
+    let api: Api<ImagingTenant> = Api::all(ctx.client.clone());
+    let result = finalizer(&api, FINALIZER, tenant, |event| async {
+        match event {
+            Finalizer::Apply(t) => apply(&t, &ctx).await,
+            Finalizer::Cleanup(t) => cleanup(&t, &ctx).await,
+        }
+    })
+    .instrument(span)
+    .await;
+    ctx.metrics.reconciled(if result.is_ok() { "ok" } else { "error" }, started.elapsed());
+    result.map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer { tenant: name, message: other.to_string() },
+    })
+}
+
+/// Back-off per tenant on errors that escape the pipeline (status writes, finalizer, cleanup).
+pub(crate) fn error_policy(guard: Arc<DeserializeGuard<ImagingTenant>>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failed(error.category());
+    let uid = guard.meta().uid.clone().unwrap_or_default();
+    let delay = ctx.backoff.next(&uid);
+    warn!(tenant = %guard.name_any(), category = error.category(), error = %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// The desired state, applied.
+async fn apply(tenant: &ImagingTenant, ctx: &Context) -> Result<Action, Error> {
+    let uid = tenant_uid(tenant);
+    let objects = desired::objects(tenant, &ctx.settings);
+    let wanted: BTreeSet<String> = tenant.namespace_names().into_iter().collect();
+    let mut changes = Changes::default();
+
+    let claims = namespaces::claim(&ctx.client, &ctx.stores, uid, &objects.namespaces, &mut changes).await?;
+    report_conflicts(tenant, ctx, &claims).await;
+    retire_removed_namespaces(tenant, ctx, &wanted, &mut changes).await?;
+    let applied = children::apply(&ctx.client, &ctx.stores, uid, &claims.owned, &objects, &mut changes).await;
+    ctx.events.changes(tenant, &changes, is_restoring(tenant)).await;
+    let aws = verify_aws(tenant, ctx, &claims, wanted.len()).await;
+
+    let waiting = claims.incomplete(wanted.len());
+    let mut verdicts = vec![status::namespaces_verdict(&claims)];
+    verdicts.extend(CHILD_PARTS.iter().map(|(part, type_, reason, message)| {
+        status::part_verdict(type_, applied.error(*part), waiting, reason, message)
+    }));
+    verdicts.extend(aws.verdicts);
+    write_status(tenant, ctx, verdicts, &claims.owned, aws.ids).await?;
+
+    let pass = Pass {
+        retryable_failure: applied.errors().chain(claims.error.as_ref()).any(Error::is_retryable)
+            || aws.retryable_failure,
+        terminating: !claims.terminating.is_empty(),
+        conflicts: !claims.conflicts.is_empty(),
+    };
+    Ok(match next_action(&pass, ctx.resync_interval) {
+        Next::Backoff => {
+            let delay = ctx.backoff.next(uid);
+            info!(retry_in = ?delay, "some parts failed; retrying with back-off");
+            Action::requeue(delay)
+        }
+        Next::Requeue(after) => {
+            ctx.backoff.reset(uid);
+            Action::requeue(after)
+        }
+    })
+}
+
+/// A namespace of someone else is reported, never taken over.
+async fn report_conflicts(tenant: &ImagingTenant, ctx: &Context, claims: &Claims) {
+    if claims.conflicts.is_empty() {
+        return;
+    }
+    let names: Vec<&str> = claims.conflicts.iter().map(|(n, _)| n.as_str()).collect();
+    let note =
+        format!("namespaces {} exist and do not belong to this tenant; they were not modified", names.join(", "));
+    ctx.events.publish(tenant, EventType::Warning, "NamespaceConflict", "ClaimNamespace", note).await;
+}
+
+/// Namespaces dropped from the spec follow the deletion policy.
+async fn retire_removed_namespaces(
+    tenant: &ImagingTenant,
+    ctx: &Context,
+    wanted: &BTreeSet<String>,
+    changes: &mut Changes,
+) -> Result<(), Error> {
+    let uid = tenant_uid(tenant);
+    for ns in namespaces::removed_from_spec(&ctx.stores, uid, wanted) {
+        namespaces::retire(&ctx.client, uid, &ns, tenant.spec.deletion_policy, changes).await?;
+    }
+    Ok(())
+}
+
+/// The spec did not change since the last status: what was created now had been deleted.
+fn is_restoring(tenant: &ImagingTenant) -> bool {
+    tenant.status.as_ref().is_some_and(|s| s.observed_generation == tenant.metadata.generation)
+}
+
+/// What the AWS step found.
+struct AwsOutcome {
+    verdicts: Vec<Verdict>,
+    ids: CloudIds,
+    retryable_failure: bool,
+}
+
+/// AWS is provisioned only with every namespace owned, so the role's trust policy never names a
+/// namespace that belongs to someone else. It is read again when due (resync, spec change,
+/// request, failure); in between, the last verification stands.
+async fn verify_aws(tenant: &ImagingTenant, ctx: &Context, claims: &Claims, wanted: usize) -> AwsOutcome {
+    let uid = tenant_uid(tenant);
+    let previous = tenant.status.clone().unwrap_or_default();
+    let known = CloudIds { role: previous.role, key: previous.key, bucket: previous.bucket };
+    let pending = |reason: &str, message: &str| AwsOutcome {
+        verdicts: AWS_PARTS.iter().map(|part| Verdict::failed(part, reason, message)).collect(),
+        ids: known.clone(),
+        retryable_failure: false,
+    };
+    if claims.incomplete(wanted) || claims.owned.is_empty() {
+        return pending(
+            "WaitingForNamespaces",
+            "AWS resources are provisioned once every namespace in spec.namespaces belongs to this tenant",
+        );
+    }
+    if !ctx.aws_checks.due(tenant, uid, ctx.resync_interval) {
+        return match ctx.aws_checks.last(uid) {
+            Some(last) => AwsOutcome { verdicts: last.verdicts, ids: last.ids, retryable_failure: false },
+            None => pending("Pending", "AWS resources were not verified yet"),
+        };
+    }
+    let mut scoped = tenant.clone();
+    scoped.spec.namespaces.retain(|n| claims.owned.contains(&n.name));
+    let mut progress = status::StatusProgress::new(ctx.client.clone(), tenant.name_any());
+    let CloudReport { ids, verdicts, events, error } =
+        ctx.cloud.provision(&scoped, &ctx.settings, &known, &mut progress).await;
+    for e in events {
+        ctx.events.publish(tenant, EventType::Normal, e.reason, "ReconcileAws", e.note).await;
+    }
+    ctx.aws_checks.record(tenant, uid, &verdicts, &ids);
+    AwsOutcome { verdicts, ids, retryable_failure: error.as_ref().is_some_and(|e| e.is_retryable()) }
+}
+
+/// The status from the verdicts, written only when it changed.
+async fn write_status(
+    tenant: &ImagingTenant,
+    ctx: &Context,
+    verdicts: Vec<Verdict>,
+    owned: &BTreeSet<String>,
+    ids: CloudIds,
+) -> Result<(), Error> {
+    let previous = tenant.status.clone().unwrap_or_default();
+    let next = status::build(tenant, &previous, verdicts, owned, ids);
+    ctx.metrics.tenant_ready(tenant_uid(tenant), cond::is_true(&next.conditions, cond::READY));
+    status::write_if_changed(&ctx.client, tenant, &previous, &next).await?;
+    Ok(())
+}
+
+/// What one pass of `apply` came to, as far as the next pass is concerned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Pass {
+    /// Something failed that may pass on a later try without anyone changing anything.
+    retryable_failure: bool,
+    /// A namespace of the tenant is still being deleted and must be created again.
+    terminating: bool,
+    /// A namespace of the spec belongs to someone else.
+    conflicts: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Next {
+    /// Try again after the tenant's back-off.
+    Backoff,
+    /// All went as far as it can: look again after this long (and on any watch event).
+    Requeue(Duration),
+}
+
+/// The next action after a pass: back off while something retryable failed or a namespace is
+/// terminating; look at a conflict again soon; otherwise wait for the resync.
+fn next_action(pass: &Pass, resync_interval: Duration) -> Next {
+    if pass.retryable_failure || pass.terminating {
+        Next::Backoff
+    } else if pass.conflicts {
+        Next::Requeue(resync_interval.min(CONFLICT_RECHECK))
+    } else {
+        Next::Requeue(resync_interval)
+    }
+}
+
+/// The tenant is being deleted: follow `deletionPolicy`. Returning an error keeps the finalizer,
+/// so a blocked deletion is retried with back-off.
+async fn cleanup(tenant: &ImagingTenant, ctx: &Context) -> Result<Action, Error> {
+    let uid = tenant_uid(tenant);
+    let mut changes = Changes::default();
+    for ns in namespaces::labelled(&ctx.stores, uid) {
+        namespaces::retire(&ctx.client, uid, &ns.name_any(), tenant.spec.deletion_policy, &mut changes).await?;
+    }
+    ctx.events.changes(tenant, &changes, false).await;
+
+    let previous = tenant.status.clone().unwrap_or_default();
+    let known = CloudIds { role: previous.role.clone(), key: previous.key.clone(), bucket: previous.bucket.clone() };
+    match ctx.cloud.retire(tenant, &ctx.settings, &known).await {
+        Retirement::Done { events } => {
+            for e in events {
+                ctx.events.publish(tenant, EventType::Normal, e.reason, "Retire", e.note).await;
+            }
+            ctx.forget(uid);
+            info!(policy = ?tenant.spec.deletion_policy, "tenant retired");
+            Ok(Action::await_change())
+        }
+        Retirement::Blocked { verdict, events } => {
+            for e in events {
+                ctx.events.publish(tenant, EventType::Warning, e.reason, "Retire", e.note).await;
+            }
+            write_deletion_blocked(tenant, ctx, &previous, &verdict).await?;
+            Err(Error::DeletionBlocked { tenant: tenant.name_any(), message: verdict.message })
+        }
+        Retirement::Failed(e) => Err(Error::Cloud(e)),
+    }
+}
+
+async fn write_deletion_blocked(
+    tenant: &ImagingTenant,
+    ctx: &Context,
+    previous: &ImagingTenantStatus,
+    verdict: &Verdict,
+) -> Result<(), Error> {
+    let mut blocked = previous.clone();
+    status::set_deletion_blocked(&mut blocked, tenant, verdict);
+    status::write_if_changed(&ctx.client, tenant, previous, &blocked).await?;
+    Ok(())
+}
+
+fn tenant_uid(tenant: &ImagingTenant) -> &str {
+    tenant.metadata.uid.as_deref().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RESYNC: Duration = Duration::from_secs(600);
+
+    #[test]
+    fn a_clean_pass_waits_for_the_resync() {
+        assert_eq!(next_action(&Pass::default(), RESYNC), Next::Requeue(RESYNC));
+    }
+
+    #[test]
+    fn retryable_failures_and_terminating_namespaces_back_off() {
+        let failed = Pass { retryable_failure: true, ..Pass::default() };
+        assert_eq!(next_action(&failed, RESYNC), Next::Backoff);
+        let terminating = Pass { terminating: true, conflicts: true, ..Pass::default() };
+        assert_eq!(next_action(&terminating, RESYNC), Next::Backoff);
+    }
+
+    #[test]
+    fn a_conflict_is_looked_at_again_within_a_minute() {
+        let conflict = Pass { conflicts: true, ..Pass::default() };
+        assert_eq!(next_action(&conflict, RESYNC), Next::Requeue(CONFLICT_RECHECK));
+        assert_eq!(next_action(&conflict, Duration::from_secs(20)), Next::Requeue(Duration::from_secs(20)));
+    }
+}
