@@ -49,6 +49,7 @@ pub const MAX_TENANT_NAME: usize = 40;
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS-1123 label: lowercase letters, digits and '-', starting with a letter and ending with a letter or digit"),
     validation = Rule::new("self.metadata.name != 'default' && !self.metadata.name.startsWith('kube-') && !self.metadata.name.startsWith('openshift-')").message("metadata.name must not be 'default' or start with 'kube-' or 'openshift-': those namespaces belong to the platform"),
     validation = Rule::new("!has(self.spec.namespaces) || self.spec.namespaces.all(n, n.name == self.metadata.name || n.name.startsWith(self.metadata.name + '-'))").message("every spec.namespaces[].name must be the tenant name or start with '<tenant name>-'"),
+    validation = Rule::new("oldSelf.spec.deletionPolicy != 'Retain' || self.spec.deletionPolicy != 'Delete' || (has(self.spec.deletionConfirmation) && self.spec.deletionConfirmation == self.metadata.name)").message("switching spec.deletionPolicy from Retain to Delete needs spec.deletionConfirmation set to the tenant's name: with Delete, deleting the tenant deletes its namespaces with their volumes, its IAM role, its bucket once empty, and then its KMS key"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ImagingTenantSpec {
@@ -106,8 +107,16 @@ pub struct ImagingTenantSpec {
     /// is removed from spec.namespaces. Retain (the default) deletes nothing and detaches
     /// everything; Delete removes namespaces and the IAM role, deletes the bucket only when it is
     /// empty, and then schedules the KMS key for deletion. Objects in the bucket are never deleted.
+    /// Switching from Retain to Delete needs spec.deletionConfirmation.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// The tenant's name, to confirm a switch of deletionPolicy from Retain to Delete. It makes
+    /// the switch deliberate: a Delete tenant's deletion removes its namespaces (with their
+    /// PersistentVolumeClaims), its IAM role, its bucket once empty, and then its KMS key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub deletion_confirmation: Option<String>,
 }
 
 /// A namespace dedicated to the tenant.
@@ -147,11 +156,13 @@ pub struct Access {
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("self.kind == 'ServiceAccount' ? has(self.__namespace__) : !has(self.__namespace__)").message("namespace is required for kind ServiceAccount and not allowed for User or Group"),
+    validation = Rule::new("self.kind == 'ServiceAccount' || !self.name.startsWith('system:')").message("access subjects must not be 'system:' users or groups such as system:authenticated or system:serviceaccounts: those are the cluster's own identities, shared by everyone; name the tenant's people, groups or ServiceAccounts"),
 )]
 pub struct Subject {
     /// User, Group or ServiceAccount.
     pub kind: SubjectKind,
     /// Name of the user, group or ServiceAccount as the cluster's authenticator reports it.
+    /// Users and groups starting with 'system:' are the cluster's own and not accepted.
     #[schemars(length(min = 1, max = 253))]
     #[x_kube(validation = Rule::new("self.trim().size() > 0").message("subject name must not be empty or blank"))]
     pub name: String,
@@ -209,12 +220,16 @@ pub struct IngressPeer {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EgressPeer {
-    /// IPv4 or IPv6 CIDR, for example 10.20.0.0/16. The whole internet (a /0) is not accepted:
-    /// list the networks the tenant needs.
+    /// IPv4 or IPv6 CIDR, for example 10.20.0.0/16. The whole internet (a /0) and networks
+    /// broader than a /8 (IPv4) or /32 (IPv6) are not accepted: list the networks the tenant
+    /// needs. Link-local networks (169.254.0.0/16, fe80::/10) and the AWS instance metadata
+    /// network (fd00:ec2::/32) are never reachable: they hand out the node's credentials.
     #[schemars(length(min = 1, max = 43))]
     #[x_kube(
         validation = Rule::new("isCIDR(self)").message("cidr must be a CIDR such as 10.20.0.0/16"),
         validation = Rule::new("!isCIDR(self) || cidr(self).prefixLength() > 0").message("cidr must not be a /0: egress to every address defeats isolation; list the networks the tenant needs"),
+        validation = Rule::new("!isCIDR(self) || cidr(self).prefixLength() >= (cidr(self).ip().family() == 4 ? 8 : 32)").message("cidr must not be broader than a /8 (IPv4) or a /32 (IPv6): list the networks the tenant needs"),
+        validation = Rule::new("!isCIDR(self) || ['169.254.0.0/16', 'fe80::/10', 'fd00:ec2::/32'].all(n, !cidr(n).containsCIDR(cidr(self)) && !cidr(self).containsCIDR(cidr(n)))").message("cidr must not overlap the link-local networks 169.254.0.0/16 or fe80::/10, or the AWS metadata network fd00:ec2::/32: they serve the node's credentials"),
     )]
     pub cidr: String,
     /// TCP ports allowed to that network. Defaults to 443.
@@ -271,10 +286,18 @@ impl Default for Quota {
 }
 
 fn default_quota_hard() -> BTreeMap<String, IntOrString> {
-    [("requests.cpu", "8"), ("requests.memory", "32Gi"), ("requests.storage", "1Ti"), ("persistentvolumeclaims", "20")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), IntOrString::String(v.to_string())))
-        .collect()
+    [
+        ("requests.cpu", "8"),
+        ("requests.memory", "32Gi"),
+        ("requests.storage", "1Ti"),
+        ("persistentvolumeclaims", "20"),
+        // Nothing of a tenant is exposed outside the cluster unless the quota says so.
+        ("services.loadbalancers", "0"),
+        ("services.nodeports", "0"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), IntOrString::String(v.to_string())))
+    .collect()
 }
 
 fn default_container_requests() -> BTreeMap<String, IntOrString> {
@@ -293,10 +316,12 @@ fn default_container_requests() -> BTreeMap<String, IntOrString> {
     validation = Rule::new("!has(self.retention) || !has(self.lifecycle) || !has(self.lifecycle.expireNoncurrentAfterDays) || self.lifecycle.expireNoncurrentAfterDays >= self.retention.days").message("storage.lifecycle.expireNoncurrentAfterDays must be at least storage.retention.days"),
 )]
 pub struct Storage {
-    /// Keep every version of every object. Defaults to true and cannot be turned off once on
-    /// (S3 can only suspend versioning, and the operator keeps it on).
+    /// Keep every version of every object. Must be true: an overwrite or delete keeps the
+    /// previous version, so PHI cannot be destroyed by a mistaken or malicious write. (A tenant
+    /// stored with versioning off by an earlier version keeps it until it is turned on; it
+    /// cannot be turned off again.)
     #[serde(default = "default_true")]
-    #[x_kube(validation = Rule::new("self || !oldSelf").message("storage.versioning cannot be turned off once it is on"))]
+    #[x_kube(validation = Rule::new("self").message("storage.versioning must be true: without versions, one overwrite or delete destroys an image for good"))]
     pub versioning: bool,
     /// S3 Object Lock default retention. Object Lock is enabled when the bucket is created; mode
     /// and days may only grow stricter (Governance to Compliance, more days).
@@ -353,9 +378,10 @@ pub struct Lifecycle {
     #[serde(default)]
     pub archive_storage_class: ArchiveStorageClass,
     /// Permanently remove noncurrent (overwritten or deleted) object versions this many days
-    /// after they became noncurrent. Current objects are never expired.
+    /// after they became noncurrent (30 at least, and at least the retention). Current objects
+    /// are never expired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 36500))]
+    #[schemars(range(min = 30, max = 36500))]
     pub expire_noncurrent_after_days: Option<i32>,
 }
 

@@ -529,11 +529,15 @@ mod tests {
 
     #[test]
     fn a_minimal_tenant_is_valid_and_defaulted() {
+        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
         let t = TenantRules::new().check_create(&tenant(json!({}))).unwrap();
         assert_eq!(t.tenant_name(), "group-a");
         assert!(t.spec.storage.versioning);
         assert_eq!(t.spec.encryption.deletion_window_days, 30);
-        assert_eq!(t.spec.quota.hard.len(), 4);
+        assert_eq!(t.spec.quota.hard.len(), 6);
+        for exposed in ["services.loadbalancers", "services.nodeports"] {
+            assert_eq!(t.spec.quota.hard[exposed], IntOrString::String("0".into()), "{exposed}");
+        }
     }
 
     #[test]
