@@ -29,9 +29,12 @@ mod identity;
 mod key;
 pub mod policy;
 mod rate;
+mod resource;
+mod sdk;
 
 pub use calls::{CallStats, is_write};
-pub use error::CloudError;
+pub use error::{CloudError, ErrorClass, ResourceKind};
+use sdk::SdkResult;
 
 /// IDs of the tenant's AWS resources, as recorded in `status.{role,key,bucket}`.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -199,7 +202,7 @@ pub struct Step<'a> {
     progress: &'a mut dyn Progress,
     events: Vec<CloudEvent>,
     /// Resources created in this pass: their settings are part of "Created", not repairs.
-    created: Vec<&'static str>,
+    created: Vec<ResourceKind>,
 }
 
 impl<'a> Step<'a> {
@@ -223,18 +226,18 @@ impl<'a> Step<'a> {
         Ok(())
     }
 
-    pub fn created(&mut self, kind: &'static str, note: String) {
+    pub fn created(&mut self, kind: ResourceKind, note: String) {
         self.created.push(kind);
         self.event(CREATED, note);
     }
 
     /// Whether `kind` was created in this pass.
-    pub fn is_new(&self, kind: &'static str) -> bool {
+    pub fn is_new(&self, kind: ResourceKind) -> bool {
         self.created.contains(&kind)
     }
 
     /// A `Repaired` event, unless the resource is new in this pass.
-    pub fn repaired(&mut self, kind: &'static str, note: String) {
+    pub fn repaired(&mut self, kind: ResourceKind, note: String) {
         if !self.is_new(kind) {
             self.event(REPAIRED, note);
         }
@@ -356,7 +359,7 @@ impl Cloud {
             .get_caller_identity()
             .send()
             .await
-            .map_err(|e| CloudError::aws("sts:GetCallerIdentity", "the operator's credentials", e))?;
+            .aws_context("sts:GetCallerIdentity", "the operator's credentials")?;
         Ok((out.account().unwrap_or_default().to_string(), out.arn().unwrap_or_default().to_string()))
     }
 
@@ -520,9 +523,9 @@ fn waiting(reason: &'static str, what: &str, cause: &CloudError) -> CloudError {
 }
 
 fn failed(type_: &'static str, e: &CloudError) -> Verdict {
-    let hint = match e.category() {
-        "access_denied" => ": grant the operator's role the actions in deploy/iam/operator-policy.json",
-        "throttled" | "server" | "transport" => ": retrying with back-off",
+    let hint = match e.class() {
+        ErrorClass::AccessDenied => ": grant the operator's role the actions in deploy/iam/operator-policy.json",
+        ErrorClass::Throttled | ErrorClass::Server | ErrorClass::Transport => ": retrying with back-off",
         _ => "",
     };
     Verdict::failed(type_, e.code().to_string(), format!("{e}{hint}"))
