@@ -20,9 +20,9 @@ use aws_sdk_s3::types::{
 use serde_json::Value;
 
 use super::error::{CloudError, ResourceKind};
-use super::resource::{Setting, retain, retirable};
-use super::sdk::{SdkResult, Tags, code_of};
-use super::{Aws, BucketRetirement, Buckets, CloudEvent, DELETED, Step, policy};
+use super::resource::{Retiring, Setting};
+use super::sdk::{Built, SdkResult, Tags, code_of};
+use super::{Aws, BucketRetirement, Buckets, DELETED, Step, policy};
 use crate::api::{BucketStatus, DeletionPolicy};
 use crate::desired::aws::{
     AccessLogging, BlockPublicAccess, BucketEncryption, BucketSpec, LifecycleRule, ObjectLockRetention, TAG_TENANT_UID,
@@ -104,14 +104,8 @@ impl Aws {
     }
 
     async fn bucket_tags(&self, want: &BucketSpec) -> Result<Tags, CloudError> {
-        let out = self
-            .s3
-            .get_bucket_tagging()
-            .bucket(&want.name)
-            .send()
-            .await
-            .absent(&["NoSuchTagSet"])
-            .aws_context("s3:GetBucketTagging", &bucket(want))?;
+        let sent = self.s3.get_bucket_tagging().bucket(&want.name).send().await;
+        let out = sent.absent(&["NoSuchTagSet"]).aws_context("s3:GetBucketTagging", &bucket(want))?;
         Ok(out
             .map(|o| o.tag_set().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect())
             .unwrap_or_default())
@@ -119,26 +113,15 @@ impl Aws {
 
     /// Adds `add` to the bucket's tags (PutBucketTagging replaces the whole set).
     async fn add_bucket_tags(&self, want: &BucketSpec, live: &Tags, add: Tags) -> Result<(), CloudError> {
-        self.s3
-            .put_bucket_tagging()
-            .bucket(&want.name)
-            .tagging(live.with(&add).s3_tagging()?)
-            .send()
-            .await
-            .aws_context("s3:PutBucketTagging", &bucket(want))?;
+        let sent = self.s3.put_bucket_tagging().bucket(&want.name).tagging(live.with(&add).s3_tagging()?).send().await;
+        sent.aws_context("s3:PutBucketTagging", &bucket(want))?;
         Ok(())
     }
 
     /// Object versions plus delete markers, up to `limit`, and whether there are more.
     async fn count_versions(&self, want: &BucketSpec, limit: i32) -> Result<(usize, bool), CloudError> {
-        let out = self
-            .s3
-            .list_object_versions()
-            .bucket(&want.name)
-            .max_keys(limit)
-            .send()
-            .await
-            .aws_context("s3:ListObjectVersions", &bucket(want))?;
+        let sent = self.s3.list_object_versions().bucket(&want.name).max_keys(limit).send().await;
+        let out = sent.aws_context("s3:ListObjectVersions", &bucket(want))?;
         Ok((out.versions().len() + out.delete_markers().len(), out.is_truncated().unwrap_or(false)))
     }
 
@@ -182,12 +165,8 @@ impl Aws {
     }
 
     async fn public_access_block(&self, want: &BucketSpec) -> Result<Option<BlockPublicAccess>, CloudError> {
-        let out = self
-            .s3
-            .get_public_access_block()
-            .bucket(&want.name)
-            .send()
-            .await
+        let sent = self.s3.get_public_access_block().bucket(&want.name).send().await;
+        let out = sent
             .absent(&["NoSuchPublicAccessBlockConfiguration"])
             .aws_context("s3:GetPublicAccessBlock", &bucket(want))?;
         Ok(out.and_then(|o| {
@@ -202,30 +181,20 @@ impl Aws {
 
     async fn put_public_access_block(&self, want: &BucketSpec) -> Result<(), CloudError> {
         let b = want.block_public_access;
-        self.s3
-            .put_public_access_block()
-            .bucket(&want.name)
-            .public_access_block_configuration(
-                PublicAccessBlockConfiguration::builder()
-                    .block_public_acls(b.block_public_acls)
-                    .ignore_public_acls(b.ignore_public_acls)
-                    .block_public_policy(b.block_public_policy)
-                    .restrict_public_buckets(b.restrict_public_buckets)
-                    .build(),
-            )
-            .send()
-            .await
-            .aws_context("s3:PutPublicAccessBlock", &bucket(want))?;
+        let config = PublicAccessBlockConfiguration::builder()
+            .block_public_acls(b.block_public_acls)
+            .ignore_public_acls(b.ignore_public_acls)
+            .block_public_policy(b.block_public_policy)
+            .restrict_public_buckets(b.restrict_public_buckets)
+            .build();
+        let put = self.s3.put_public_access_block().bucket(&want.name).public_access_block_configuration(config);
+        put.send().await.aws_context("s3:PutPublicAccessBlock", &bucket(want))?;
         Ok(())
     }
 
     async fn ownership(&self, want: &BucketSpec) -> Result<Option<String>, CloudError> {
-        let out = self
-            .s3
-            .get_bucket_ownership_controls()
-            .bucket(&want.name)
-            .send()
-            .await
+        let sent = self.s3.get_bucket_ownership_controls().bucket(&want.name).send().await;
+        let out = sent
             .absent(&["OwnershipControlsNotFoundError"])
             .aws_context("s3:GetBucketOwnershipControls", &bucket(want))?;
         Ok(out.and_then(|o| {
@@ -242,26 +211,16 @@ impl Aws {
         let rule = OwnershipControlsRule::builder()
             .object_ownership(ObjectOwnership::from(want.object_ownership.as_str()))
             .build()
-            .map_err(|e| CloudError::Config(e.to_string()))?;
-        let controls =
-            OwnershipControls::builder().rules(rule).build().map_err(|e| CloudError::Config(e.to_string()))?;
-        self.s3
-            .put_bucket_ownership_controls()
-            .bucket(&want.name)
-            .ownership_controls(controls)
-            .send()
-            .await
-            .aws_context("s3:PutBucketOwnershipControls", &bucket(want))?;
+            .or_config()?;
+        let controls = OwnershipControls::builder().rules(rule).build().or_config()?;
+        let sent = self.s3.put_bucket_ownership_controls().bucket(&want.name).ownership_controls(controls).send().await;
+        sent.aws_context("s3:PutBucketOwnershipControls", &bucket(want))?;
         Ok(())
     }
 
     async fn encryption(&self, want: &BucketSpec) -> Result<Option<BucketEncryption>, CloudError> {
-        let out = self
-            .s3
-            .get_bucket_encryption()
-            .bucket(&want.name)
-            .send()
-            .await
+        let sent = self.s3.get_bucket_encryption().bucket(&want.name).send().await;
+        let out = sent
             .absent(&["ServerSideEncryptionConfigurationNotFoundError"])
             .aws_context("s3:GetBucketEncryption", &bucket(want))?;
         let Some(config) = out.as_ref().and_then(|o| o.server_side_encryption_configuration()) else {
@@ -294,7 +253,7 @@ impl Aws {
             .sse_algorithm(ServerSideEncryption::from(e.sse_algorithm.as_str()))
             .kms_master_key_id(&e.kms_key_arn)
             .build()
-            .map_err(|e| CloudError::Config(e.to_string()))?;
+            .or_config()?;
         let config = ServerSideEncryptionConfiguration::builder()
             .rules(
                 ServerSideEncryptionRule::builder()
@@ -303,48 +262,28 @@ impl Aws {
                     .build(),
             )
             .build()
-            .map_err(|e| CloudError::Config(e.to_string()))?;
-        self.s3
-            .put_bucket_encryption()
-            .bucket(&want.name)
-            .server_side_encryption_configuration(config)
-            .send()
-            .await
-            .aws_context("s3:PutBucketEncryption", &bucket(want))?;
+            .or_config()?;
+        let put = self.s3.put_bucket_encryption().bucket(&want.name).server_side_encryption_configuration(config);
+        put.send().await.aws_context("s3:PutBucketEncryption", &bucket(want))?;
         Ok(())
     }
 
     async fn versioning(&self, want: &BucketSpec) -> Result<Option<String>, CloudError> {
-        let out = self
-            .s3
-            .get_bucket_versioning()
-            .bucket(&want.name)
-            .send()
-            .await
-            .aws_context("s3:GetBucketVersioning", &bucket(want))?;
+        let sent = self.s3.get_bucket_versioning().bucket(&want.name).send().await;
+        let out = sent.aws_context("s3:GetBucketVersioning", &bucket(want))?;
         Ok(out.status().map(|s| s.as_str().to_string()))
     }
 
     async fn put_versioning(&self, want: &BucketSpec) -> Result<(), CloudError> {
-        self.s3
-            .put_bucket_versioning()
-            .bucket(&want.name)
-            .versioning_configuration(
-                VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build(),
-            )
-            .send()
-            .await
-            .aws_context("s3:PutBucketVersioning", &bucket(want))?;
+        let config = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
+        let put = self.s3.put_bucket_versioning().bucket(&want.name).versioning_configuration(config);
+        put.send().await.aws_context("s3:PutBucketVersioning", &bucket(want))?;
         Ok(())
     }
 
     async fn object_lock(&self, want: &BucketSpec) -> Result<Lock, CloudError> {
-        let out = self
-            .s3
-            .get_object_lock_configuration()
-            .bucket(&want.name)
-            .send()
-            .await
+        let sent = self.s3.get_object_lock_configuration().bucket(&want.name).send().await;
+        let out = sent
             .absent(&["ObjectLockConfigurationNotFoundError"])
             .aws_context("s3:GetObjectLockConfiguration", &bucket(want))?;
         let Some(config) = out.as_ref().and_then(|o| o.object_lock_configuration()) else {
@@ -374,23 +313,14 @@ impl Aws {
                     .build(),
             )
             .build();
-        self.s3
-            .put_object_lock_configuration()
-            .bucket(&want.name)
-            .object_lock_configuration(config)
-            .send()
-            .await
-            .aws_context("s3:PutObjectLockConfiguration", &bucket(want))?;
+        let put = self.s3.put_object_lock_configuration().bucket(&want.name).object_lock_configuration(config);
+        put.send().await.aws_context("s3:PutObjectLockConfiguration", &bucket(want))?;
         Ok(())
     }
 
     async fn lifecycle(&self, want: &BucketSpec) -> Result<Vec<LifecycleRule>, CloudError> {
-        let out = self
-            .s3
-            .get_bucket_lifecycle_configuration()
-            .bucket(&want.name)
-            .send()
-            .await
+        let sent = self.s3.get_bucket_lifecycle_configuration().bucket(&want.name).send().await;
+        let out = sent
             .absent(&["NoSuchLifecycleConfiguration"])
             .aws_context("s3:GetBucketLifecycleConfiguration", &bucket(want))?;
         let mut rules: Vec<LifecycleRule> =
@@ -401,12 +331,8 @@ impl Aws {
 
     async fn put_lifecycle(&self, want: &BucketSpec) -> Result<(), CloudError> {
         if want.lifecycle.is_empty() {
-            self.s3
-                .delete_bucket_lifecycle()
-                .bucket(&want.name)
-                .send()
-                .await
-                .aws_context("s3:DeleteBucketLifecycle", &bucket(want))?;
+            let sent = self.s3.delete_bucket_lifecycle().bucket(&want.name).send().await;
+            sent.aws_context("s3:DeleteBucketLifecycle", &bucket(want))?;
             return Ok(());
         }
         let rules = want
@@ -433,29 +359,16 @@ impl Aws {
                 b.build()
             })
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| CloudError::Config(e.to_string()))?;
-        let config = BucketLifecycleConfiguration::builder()
-            .set_rules(Some(rules))
-            .build()
-            .map_err(|e| CloudError::Config(e.to_string()))?;
-        self.s3
-            .put_bucket_lifecycle_configuration()
-            .bucket(&want.name)
-            .lifecycle_configuration(config)
-            .send()
-            .await
-            .aws_context("s3:PutBucketLifecycleConfiguration", &bucket(want))?;
+            .or_config()?;
+        let config = BucketLifecycleConfiguration::builder().set_rules(Some(rules)).build().or_config()?;
+        let put = self.s3.put_bucket_lifecycle_configuration().bucket(&want.name).lifecycle_configuration(config);
+        put.send().await.aws_context("s3:PutBucketLifecycleConfiguration", &bucket(want))?;
         Ok(())
     }
 
     async fn logging(&self, want: &BucketSpec) -> Result<Option<AccessLogging>, CloudError> {
-        let out = self
-            .s3
-            .get_bucket_logging()
-            .bucket(&want.name)
-            .send()
-            .await
-            .aws_context("s3:GetBucketLogging", &bucket(want))?;
+        let sent = self.s3.get_bucket_logging().bucket(&want.name).send().await;
+        let out = sent.aws_context("s3:GetBucketLogging", &bucket(want))?;
         Ok(out.logging_enabled().map(|l| AccessLogging {
             target_bucket: l.target_bucket().to_string(),
             target_prefix: l.target_prefix().to_string(),
@@ -470,30 +383,19 @@ impl Aws {
                         .target_bucket(&l.target_bucket)
                         .target_prefix(&l.target_prefix)
                         .build()
-                        .map_err(|e| CloudError::Config(e.to_string()))?,
+                        .or_config()?,
                 )
                 .build(),
             None => BucketLoggingStatus::builder().build(),
         };
-        self.s3
-            .put_bucket_logging()
-            .bucket(&want.name)
-            .bucket_logging_status(status)
-            .send()
-            .await
-            .aws_context("s3:PutBucketLogging", &bucket(want))?;
+        let sent = self.s3.put_bucket_logging().bucket(&want.name).bucket_logging_status(status).send().await;
+        sent.aws_context("s3:PutBucketLogging", &bucket(want))?;
         Ok(())
     }
 
     async fn bucket_policy(&self, want: &BucketSpec) -> Result<Option<Policy>, CloudError> {
-        let out = self
-            .s3
-            .get_bucket_policy()
-            .bucket(&want.name)
-            .send()
-            .await
-            .absent(&["NoSuchBucketPolicy"])
-            .aws_context("s3:GetBucketPolicy", &bucket(want))?;
+        let sent = self.s3.get_bucket_policy().bucket(&want.name).send().await;
+        let out = sent.absent(&["NoSuchBucketPolicy"]).aws_context("s3:GetBucketPolicy", &bucket(want))?;
         out.and_then(|o| o.policy)
             .map(|doc| {
                 policy::parse(&doc).map(Policy).map_err(|detail| CloudError::Unreadable {
@@ -506,13 +408,8 @@ impl Aws {
     }
 
     async fn put_bucket_policy(&self, want: &BucketSpec) -> Result<(), CloudError> {
-        self.s3
-            .put_bucket_policy()
-            .bucket(&want.name)
-            .policy(want.policy.to_string())
-            .send()
-            .await
-            .aws_context("s3:PutBucketPolicy", &bucket(want))?;
+        let sent = self.s3.put_bucket_policy().bucket(&want.name).policy(want.policy.to_string()).send().await;
+        sent.aws_context("s3:PutBucketPolicy", &bucket(want))?;
         Ok(())
     }
 
@@ -690,19 +587,14 @@ impl Buckets for Aws {
         .await
     }
 
-    async fn retire(
-        &self,
-        want: &BucketSpec,
-        policy: DeletionPolicy,
-        events: &mut Vec<CloudEvent>,
-    ) -> Result<BucketRetirement, CloudError> {
-        let Some(live) = retirable(KIND, &want.name, self.find_bucket(want).await)? else {
+    async fn retire(&self, want: &BucketSpec, pass: &mut Retiring) -> Result<BucketRetirement, CloudError> {
+        let Some(live) = pass.retirable(KIND, &want.name, self.find_bucket(want).await)? else {
             return Ok(BucketRetirement::Gone);
         };
-        match policy {
+        match pass.policy() {
             DeletionPolicy::Retain => {
                 let kept = format!("S3 bucket {} with its objects", want.name);
-                retain(&live.tags, kept, events, |tags| self.add_bucket_tags(want, &live.tags, tags)).await?;
+                pass.retain(&live.tags, kept, |tags| self.add_bucket_tags(want, &live.tags, tags)).await?;
                 Ok(BucketRetirement::Retained)
             }
             DeletionPolicy::Delete => {
@@ -720,7 +612,7 @@ impl Buckets for Aws {
                         out.aws_context("s3:DeleteBucket", &bucket(want))?;
                     }
                 }
-                events.push(CloudEvent { reason: DELETED, note: format!("deleted the empty S3 bucket {}", want.name) });
+                pass.event(DELETED, format!("deleted the empty S3 bucket {}", want.name));
                 Ok(BucketRetirement::Gone)
             }
         }

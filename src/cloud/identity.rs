@@ -1,12 +1,16 @@
 //! The tenant's IAM role with aws-sdk-iam.
 
 use async_trait::async_trait;
+use aws_smithy_async::future::pagination_stream::PaginationStream;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde_json::Value;
 
 use super::error::{CloudError, ResourceKind};
-use super::resource::{Setting, retain, retirable};
+use super::resource::{Retiring, Setting};
 use super::sdk::{SdkResult, Tags, code_of};
-use super::{Aws, CloudEvent, DELETED, Identities, Step, policy};
+use super::{Aws, DELETED, Identities, Step, policy};
 use crate::api::{DeletionPolicy, RoleStatus};
 use crate::desired::aws::{RoleSpec, TAG_TENANT_UID};
 
@@ -14,8 +18,6 @@ const KIND: ResourceKind = ResourceKind::Role;
 const NO_SUCH_ENTITY: [&str; 1] = ["NoSuchEntity"];
 /// IAM lists at most this many policies per page; a role has at most 10 attached by default.
 const PAGE: i32 = 100;
-/// Both documents say what IAM answers after a write.
-const OTHER_DOCUMENT: &str = "IAM returns another document than the one written";
 
 /// The role as IAM has it.
 struct LiveRole {
@@ -26,14 +28,8 @@ struct LiveRole {
 
 impl Aws {
     async fn get_role(&self, want: &RoleSpec) -> Result<Option<LiveRole>, CloudError> {
-        let out = self
-            .iam
-            .get_role()
-            .role_name(&want.name)
-            .send()
-            .await
-            .absent(&NO_SUCH_ENTITY)
-            .aws_context("iam:GetRole", &role(want))?;
+        let sent = self.iam.get_role().role_name(&want.name).send().await;
+        let out = sent.absent(&NO_SUCH_ENTITY).aws_context("iam:GetRole", &role(want))?;
         Ok(out.and_then(|o| o.role).map(|r| LiveRole {
             arn: r.arn,
             trust_policy: r.assume_role_policy_document,
@@ -58,85 +54,39 @@ impl Aws {
     }
 
     async fn tag_role(&self, want: &RoleSpec, tags: Tags) -> Result<(), CloudError> {
-        self.iam
-            .tag_role()
-            .role_name(&want.name)
-            .set_tags(Some(tags.iam()?))
-            .send()
-            .await
-            .aws_context("iam:TagRole", &role(want))?;
+        let sent = self.iam.tag_role().role_name(&want.name).set_tags(Some(tags.iam()?)).send().await;
+        sent.aws_context("iam:TagRole", &role(want))?;
         Ok(())
     }
 
+    /// The names of the role's inline policies and the ARNs of its managed ones; none when
+    /// the role is gone.
     async fn role_policy_names(&self, want: &RoleSpec) -> Result<(Vec<String>, Vec<String>), CloudError> {
-        let inline = self
-            .iam
-            .list_role_policies()
-            .role_name(&want.name)
-            .into_paginator()
-            .page_size(PAGE)
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .absent(&NO_SUCH_ENTITY)
-            .aws_context("iam:ListRolePolicies", &role(want))?
-            .unwrap_or_default();
-        let attached = self
-            .iam
-            .list_attached_role_policies()
-            .role_name(&want.name)
-            .into_paginator()
-            .page_size(PAGE)
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .absent(&NO_SUCH_ENTITY)
-            .aws_context("iam:ListAttachedRolePolicies", &role(want))?
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|p| p.policy_arn)
-            .collect();
+        let inline = self.iam.list_role_policies().role_name(&want.name).into_paginator().page_size(PAGE);
+        let inline = every_item(inline.items().send(), "iam:ListRolePolicies", want).await?;
+        let attached = self.iam.list_attached_role_policies().role_name(&want.name).into_paginator().page_size(PAGE);
+        let attached = every_item(attached.items().send(), "iam:ListAttachedRolePolicies", want).await?;
+        let attached = attached.into_iter().filter_map(|p| p.policy_arn).collect();
         Ok((inline, attached))
     }
 
     /// Removes inline policy `name`; the codes in `gone` mean it is gone already.
     async fn delete_role_policy(&self, want: &RoleSpec, name: &str, gone: &[&str]) -> Result<(), CloudError> {
-        self.iam
-            .delete_role_policy()
-            .role_name(&want.name)
-            .policy_name(name)
-            .send()
-            .await
-            .absent(gone)
-            .aws_context("iam:DeleteRolePolicy", &role(want))?;
+        let sent = self.iam.delete_role_policy().role_name(&want.name).policy_name(name).send().await;
+        sent.absent(gone).aws_context("iam:DeleteRolePolicy", &role(want))?;
         Ok(())
     }
 
     /// Detaches managed policy `arn`; the codes in `gone` mean it is detached already.
     async fn detach_role_policy(&self, want: &RoleSpec, arn: &str, gone: &[&str]) -> Result<(), CloudError> {
-        self.iam
-            .detach_role_policy()
-            .role_name(&want.name)
-            .policy_arn(arn)
-            .send()
-            .await
-            .absent(gone)
-            .aws_context("iam:DetachRolePolicy", &role(want))?;
+        let sent = self.iam.detach_role_policy().role_name(&want.name).policy_arn(arn).send().await;
+        sent.absent(gone).aws_context("iam:DetachRolePolicy", &role(want))?;
         Ok(())
     }
 
     async fn get_role_policy(&self, want: &RoleSpec) -> Result<Option<Value>, CloudError> {
-        let out = self
-            .iam
-            .get_role_policy()
-            .role_name(&want.name)
-            .policy_name(&want.inline_policy_name)
-            .send()
-            .await
-            .absent(&NO_SUCH_ENTITY)
-            .aws_context("iam:GetRolePolicy", &role(want))?;
+        let sent = self.iam.get_role_policy().role_name(&want.name).policy_name(&want.inline_policy_name).send().await;
+        let out = sent.absent(&NO_SUCH_ENTITY).aws_context("iam:GetRolePolicy", &role(want))?;
         out.map(|o| {
             policy::parse(&o.policy_document).map_err(|detail| CloudError::Unreadable {
                 what: "inline policy",
@@ -195,10 +145,10 @@ impl Identities for Aws {
             .transpose()
             .map_err(|detail| CloudError::Unreadable { what: "trust policy", resource: resource.clone(), detail })?;
         Setting { kind: KIND, what: "trust policy", resource: &resource }
-            .converge(
+            .converge_policy(
                 step,
                 trust,
-                |t| t.as_ref().is_some_and(|t| policy::equivalent(t, &want.trust_policy)),
+                &want.trust_policy,
                 async {
                     self.iam
                         .update_assume_role_policy()
@@ -210,8 +160,8 @@ impl Identities for Aws {
                     let reread = self.get_role(want).await?.and_then(|r| r.trust_policy);
                     Ok(reread.as_deref().map(policy::parse).transpose().ok().flatten())
                 },
-                |_| OTHER_DOCUMENT.into(),
-                |_| format!("restored the trust policy of IAM role {}", want.name),
+                "IAM",
+                format!("restored the trust policy of IAM role {}", want.name),
             )
             .await?;
         let missing = live.tags.missing(&want.tags);
@@ -228,10 +178,10 @@ impl Identities for Aws {
         let current = if inline.contains(&want.inline_policy_name) { self.get_role_policy(want).await? } else { None };
         let resource = role(want);
         Setting { kind: KIND, what: "inline policy", resource: &resource }
-            .converge(
+            .converge_policy(
                 step,
                 current,
-                |p| p.as_ref().is_some_and(|p| policy::equivalent(p, &want.inline_policy)),
+                &want.inline_policy,
                 async {
                     self.iam
                         .put_role_policy()
@@ -243,8 +193,8 @@ impl Identities for Aws {
                         .aws_context("iam:PutRolePolicy", &resource)?;
                     self.get_role_policy(want).await
                 },
-                |_| OTHER_DOCUMENT.into(),
-                |_| format!("restored inline policy {} of IAM role {}", want.inline_policy_name, want.name),
+                "IAM",
+                format!("restored inline policy {} of IAM role {}", want.inline_policy_name, want.name),
             )
             .await?;
         // Invariant 4: the role's permissions name only the tenant's bucket and key, so any
@@ -260,18 +210,13 @@ impl Identities for Aws {
         Ok(())
     }
 
-    async fn retire(
-        &self,
-        want: &RoleSpec,
-        policy: DeletionPolicy,
-        events: &mut Vec<CloudEvent>,
-    ) -> Result<(), CloudError> {
-        let Some(live) = retirable(KIND, &want.name, self.own_role(want).await)? else {
+    async fn retire(&self, want: &RoleSpec, pass: &mut Retiring) -> Result<(), CloudError> {
+        let Some(live) = pass.retirable(KIND, &want.name, self.own_role(want).await)? else {
             return Ok(());
         };
-        match policy {
+        match pass.policy() {
             DeletionPolicy::Retain => {
-                retain(&live.tags, format!("IAM role {}", live.arn), events, |tags| self.tag_role(want, tags)).await
+                pass.retain(&live.tags, format!("IAM role {}", live.arn), |tags| self.tag_role(want, tags)).await
             }
             DeletionPolicy::Delete => {
                 // Gone already is as good as deleted.
@@ -282,18 +227,25 @@ impl Identities for Aws {
                 for arn in &attached {
                     self.detach_role_policy(want, arn, &NO_SUCH_ENTITY).await?;
                 }
-                self.iam
-                    .delete_role()
-                    .role_name(&want.name)
-                    .send()
-                    .await
-                    .absent(&NO_SUCH_ENTITY)
-                    .aws_context("iam:DeleteRole", &role(want))?;
-                events.push(CloudEvent { reason: DELETED, note: format!("deleted IAM role {}", live.arn) });
+                let sent = self.iam.delete_role().role_name(&want.name).send().await;
+                sent.absent(&NO_SUCH_ENTITY).aws_context("iam:DeleteRole", &role(want))?;
+                pass.event(DELETED, format!("deleted IAM role {}", live.arn));
                 Ok(())
             }
         }
     }
+}
+
+/// Every item of a listing about the role; none when the role is gone.
+async fn every_item<T, E>(
+    items: PaginationStream<Result<T, SdkError<E, HttpResponse>>>,
+    operation: &str,
+    want: &RoleSpec,
+) -> Result<Vec<T>, CloudError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    Ok(items.try_collect().await.absent(&NO_SUCH_ENTITY).aws_context(operation, &role(want))?.unwrap_or_default())
 }
 
 fn role(want: &RoleSpec) -> String {

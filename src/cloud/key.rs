@@ -15,9 +15,9 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use backon::{BackoffBuilder, ExponentialBuilder};
 
 use super::error::{CloudError, ErrorClass, ResourceKind};
-use super::resource::{Setting, retain, retirable};
+use super::resource::{Retiring, Setting};
 use super::sdk::{RetryOn, SdkResult, Tags, code_of, first_pages, retrying};
-use super::{Aws, CloudEvent, DELETED, Keys, Step, policy};
+use super::{Aws, DELETED, Keys, Step, policy};
 use crate::api::{DeletionPolicy, KeyStatus};
 use crate::desired::aws::{KeySpec, TAG_TENANT_UID};
 
@@ -54,14 +54,8 @@ impl Aws {
         id: &str,
         want: &KeySpec,
     ) -> Result<Option<(KeyStatus, Option<KeyState>)>, CloudError> {
-        let out = self
-            .kms
-            .describe_key()
-            .key_id(id)
-            .send()
-            .await
-            .absent(&NOT_FOUND)
-            .aws_context("kms:DescribeKey", &key(want, id))?;
+        let sent = self.kms.describe_key().key_id(id).send().await;
+        let out = sent.absent(&NOT_FOUND).aws_context("kms:DescribeKey", &key(want, id))?;
         Ok(out.and_then(|o| o.key_metadata).map(|m| {
             (KeyStatus { id: m.key_id.clone(), arn: m.arn.unwrap_or_default(), alias: want.alias.clone() }, m.key_state)
         }))
@@ -111,23 +105,14 @@ impl Aws {
     }
 
     async fn search_by_tag(&self, want: &KeySpec) -> Result<Option<LiveKey>, CloudError> {
-        let aliased: HashSet<String> =
-            first_pages(self.kms.list_aliases().into_paginator().page_size(100).send(), SEARCH_PAGES)
-                .await
-                .aws_context("kms:ListAliases", "the account's KMS aliases")?
-                .iter()
-                .flat_map(|p| p.aliases())
-                .filter_map(|a| a.target_key_id.clone())
-                .collect();
-        let candidates: Vec<String> =
-            first_pages(self.kms.list_keys().into_paginator().page_size(1000).send(), SEARCH_PAGES)
-                .await
-                .aws_context("kms:ListKeys", "the account's KMS keys")?
-                .iter()
-                .flat_map(|p| p.keys())
-                .filter_map(|k| k.key_id.clone())
-                .filter(|id| !aliased.contains(id))
-                .collect();
+        let aliases = first_pages(self.kms.list_aliases().into_paginator().page_size(100).send(), SEARCH_PAGES).await;
+        let aliases = aliases.aws_context("kms:ListAliases", "the account's KMS aliases")?;
+        let aliased: HashSet<&str> =
+            aliases.iter().flat_map(|p| p.aliases()).filter_map(|a| a.target_key_id()).collect();
+        let keys = first_pages(self.kms.list_keys().into_paginator().page_size(1000).send(), SEARCH_PAGES).await;
+        let keys = keys.aws_context("kms:ListKeys", "the account's KMS keys")?;
+        let candidates: Vec<&str> =
+            keys.iter().flat_map(|p| p.keys()).filter_map(|k| k.key_id()).filter(|id| !aliased.contains(id)).collect();
         if candidates.len() > SEARCH_CANDIDATES {
             tracing::warn!(
                 candidates = candidates.len(),
@@ -135,14 +120,14 @@ impl Aws {
             );
         }
         for id in candidates.into_iter().take(SEARCH_CANDIDATES) {
-            let tags = match self.key_tags(&id, want).await {
+            let tags = match self.key_tags(id, want).await {
                 Ok(tags) => tags,
                 // Keys of other teams may deny us ListResourceTags: not ours then.
                 Err(e) if e.class() == ErrorClass::AccessDenied => continue,
                 Err(e) => return Err(e),
             };
             if Self::is_ours(want, &tags)
-                && let Some((status, state)) = self.describe_key(&id, want).await?
+                && let Some((status, state)) = self.describe_key(id, want).await?
             {
                 tracing::info!(key = id, "found the tenant's key by its tag");
                 return Ok(Some(LiveKey { status, state, tags, alias_checked: false }));
@@ -204,13 +189,8 @@ impl Aws {
     }
 
     async fn create_alias(&self, want: &KeySpec, id: &str) -> Result<(), CloudError> {
-        self.kms
-            .create_alias()
-            .alias_name(&want.alias)
-            .target_key_id(id)
-            .send()
-            .await
-            .aws_context("kms:CreateAlias", &key(want, id))?;
+        let sent = self.kms.create_alias().alias_name(&want.alias).target_key_id(id).send().await;
+        sent.aws_context("kms:CreateAlias", &key(want, id))?;
         Ok(())
     }
 
@@ -220,14 +200,8 @@ impl Aws {
     }
 
     async fn key_policy(&self, want: &KeySpec, id: &str) -> Result<Option<serde_json::Value>, CloudError> {
-        let out = self
-            .kms
-            .get_key_policy()
-            .key_id(id)
-            .policy_name(POLICY_NAME)
-            .send()
-            .await
-            .aws_context("kms:GetKeyPolicy", &key(want, id))?;
+        let sent = self.kms.get_key_policy().key_id(id).policy_name(POLICY_NAME).send().await;
+        let out = sent.aws_context("kms:GetKeyPolicy", &key(want, id))?;
         out.policy().map(policy::parse).transpose().map_err(|detail| CloudError::Unreadable {
             what: "key policy",
             resource: key(want, id),
@@ -274,16 +248,16 @@ impl Aws {
                 .await?;
         }
         Setting { kind: KIND, what: "key policy", resource: &name }
-            .converge(
+            .converge_policy(
                 step,
                 self.key_policy(want, id).await?,
-                |p| p.as_ref().is_some_and(|p| policy::equivalent(p, &want.policy)),
+                &want.policy,
                 async {
                     self.put_key_policy(want, id).await?;
                     self.key_policy(want, id).await
                 },
-                |_| "KMS returns another document than the one written".into(),
-                |_| format!("restored the key policy of {name}"),
+                "KMS",
+                format!("restored the key policy of {name}"),
             )
             .await?;
         if !live.alias_checked {
@@ -291,13 +265,8 @@ impl Aws {
                 Some((target, _)) if target.id == id => {}
                 Some((target, _)) => {
                     // The alias name carries the tenant's hash: it belongs to this tenant's key.
-                    self.kms
-                        .update_alias()
-                        .alias_name(&want.alias)
-                        .target_key_id(id)
-                        .send()
-                        .await
-                        .aws_context("kms:UpdateAlias", &name)?;
+                    let sent = self.kms.update_alias().alias_name(&want.alias).target_key_id(id).send().await;
+                    sent.aws_context("kms:UpdateAlias", &name)?;
                     step.repaired(KIND, format!("pointed alias {} back from key {} to {name}", want.alias, target.id));
                 }
                 None => {
@@ -325,13 +294,8 @@ impl Aws {
     }
 
     async fn tag_key(&self, want: &KeySpec, id: &str, tags: Tags) -> Result<(), CloudError> {
-        self.kms
-            .tag_resource()
-            .key_id(id)
-            .set_tags(Some(tags.kms()?))
-            .send()
-            .await
-            .aws_context("kms:TagResource", &key(want, id))?;
+        let sent = self.kms.tag_resource().key_id(id).set_tags(Some(tags.kms()?)).send().await;
+        sent.aws_context("kms:TagResource", &key(want, id))?;
         Ok(())
     }
 }
@@ -358,32 +322,21 @@ impl Keys for Aws {
         Ok(status)
     }
 
-    async fn retire(
-        &self,
-        want: &KeySpec,
-        known: Option<&KeyStatus>,
-        policy: DeletionPolicy,
-        events: &mut Vec<CloudEvent>,
-    ) -> Result<(), CloudError> {
-        let Some(live) = retirable(KIND, &want.alias, self.find_key(want, known).await)? else {
+    async fn retire(&self, want: &KeySpec, known: Option<&KeyStatus>, pass: &mut Retiring) -> Result<(), CloudError> {
+        let Some(live) = pass.retirable(KIND, &want.alias, self.find_key(want, known).await)? else {
             return Ok(());
         };
         let id = live.status.id.as_str();
-        match policy {
+        match pass.policy() {
             DeletionPolicy::Retain => {
-                retain(&live.tags, key(want, id), events, |tags| self.tag_key(want, id, tags)).await?;
+                pass.retain(&live.tags, key(want, id), |tags| self.tag_key(want, id, tags)).await?;
             }
             DeletionPolicy::Delete => {
                 if let Some((target, _)) = self.describe_key(&want.alias, want).await?
                     && target.id == id
                 {
-                    self.kms
-                        .delete_alias()
-                        .alias_name(&want.alias)
-                        .send()
-                        .await
-                        .absent(&NOT_FOUND)
-                        .aws_context("kms:DeleteAlias", &key(want, id))?;
+                    let sent = self.kms.delete_alias().alias_name(&want.alias).send().await;
+                    sent.absent(&NOT_FOUND).aws_context("kms:DeleteAlias", &key(want, id))?;
                 }
                 if live.state != Some(KeyState::PendingDeletion) {
                     self.kms
@@ -394,13 +347,13 @@ impl Keys for Aws {
                         .await
                         .absent(&NOT_FOUND)
                         .aws_context("kms:ScheduleKeyDeletion", &key(want, id))?;
-                    events.push(CloudEvent {
-                        reason: DELETED,
-                        note: format!(
+                    pass.event(
+                        DELETED,
+                        format!(
                             "deleted alias {} and scheduled the deletion of KMS key {id} in {} days",
                             want.alias, want.deletion_window_days
                         ),
-                    });
+                    );
                 }
             }
         }

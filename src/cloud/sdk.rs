@@ -9,6 +9,7 @@ use aws_smithy_async::future::pagination_stream::PaginationStream;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use aws_smithy_types::error::operation::BuildError;
 use backon::{ConstantBuilder, Retryable};
 
 use super::error::{CloudError, TRANSPORT_CODES};
@@ -39,6 +40,17 @@ where
             Err(e) if code_of(&e).is_some_and(|c| codes.contains(&c)) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// A request the SDK's builder refused (a required field missing) as [`CloudError::Config`].
+pub(crate) trait Built<T> {
+    fn or_config(self) -> Result<T, CloudError>;
+}
+
+impl<T> Built<T> for Result<T, BuildError> {
+    fn or_config(self) -> Result<T, CloudError> {
+        self.map_err(|e| CloudError::Config(e.to_string()))
     }
 }
 
