@@ -4,7 +4,8 @@
 //! written only when it differs, and read again after it was written. The operator never
 //! deletes an object or an object version: the only deletion here is of an empty bucket.
 
-use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::future::Future;
 
 use async_trait::async_trait;
 use aws_sdk_s3::types::{
@@ -13,28 +14,29 @@ use aws_sdk_s3::types::{
     LifecycleRuleFilter, LoggingEnabled, NoncurrentVersionExpiration, ObjectLockConfiguration, ObjectLockEnabled,
     ObjectLockRetentionMode, ObjectLockRule, ObjectOwnership, OwnershipControls, OwnershipControlsRule,
     PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
-    ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tag, Tagging, Transition as S3Transition,
-    TransitionStorageClass, VersioningConfiguration,
+    ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Transition as S3Transition, TransitionStorageClass,
+    VersioningConfiguration,
 };
 use serde_json::Value;
 
-use super::error::{CloudError, absent, code_of};
-use super::identity::{keys, missing_tags};
-use super::{Aws, BucketRetirement, Buckets, CloudEvent, DELETED, RETAINED, Step, policy};
+use super::error::{CloudError, ResourceKind};
+use super::resource::{Retiring, Setting};
+use super::sdk::{Built, SdkResult, Tags, code_of};
+use super::{Aws, BucketRetirement, Buckets, DELETED, Step, policy};
 use crate::api::{BucketStatus, DeletionPolicy};
 use crate::desired::aws::{
-    AccessLogging, BlockPublicAccess, BucketEncryption, BucketSpec, LifecycleRule, ObjectLockRetention, TAG_RETAINED,
-    TAG_TENANT_UID, Transition,
+    AccessLogging, BlockPublicAccess, BucketEncryption, BucketSpec, LifecycleRule, ObjectLockRetention, TAG_TENANT_UID,
+    Transition,
 };
 
-const KIND: &str = "bucket";
+const KIND: ResourceKind = ResourceKind::Bucket;
 /// Versions and delete markers counted before a `Delete` tenant's bucket is reported non-empty.
 const COUNT_LIMIT: i32 = 1000;
 
 /// The bucket as S3 has it.
 struct LiveBucket {
     status: BucketStatus,
-    tags: BTreeMap<String, String>,
+    tags: Tags,
     /// An empty bucket of the tenant's name without any tenant tag: left by a create that was
     /// interrupted before the tags were written (S3 endpoints without tags on CreateBucket).
     untagged: bool,
@@ -75,14 +77,14 @@ impl Aws {
                         name: want.name.clone(),
                         detail: format!("it exists in another region than {}", want.region),
                     }),
-                    _ => Err(CloudError::aws("s3:HeadBucket", &bucket(want), e)),
+                    _ => Err(e).aws_context("s3:HeadBucket", &bucket(want)),
                 };
             }
         };
         let tags = self.bucket_tags(want).await?;
         let status = BucketStatus { name: want.name.clone(), arn: want.arn.clone(), region };
         match tags.get(TAG_TENANT_UID) {
-            Some(uid) if Some(uid) == want.tags.get(TAG_TENANT_UID) => {
+            Some(uid) if Some(uid) == want.tags.get(TAG_TENANT_UID).map(String::as_str) => {
                 Ok(Some(LiveBucket { status, tags, untagged: false }))
             }
             Some(uid) => Err(CloudError::Foreign {
@@ -101,63 +103,30 @@ impl Aws {
         }
     }
 
-    async fn bucket_tags(&self, want: &BucketSpec) -> Result<BTreeMap<String, String>, CloudError> {
-        let out = absent(self.s3.get_bucket_tagging().bucket(&want.name).send().await, &["NoSuchTagSet"])
-            .map_err(|e| CloudError::aws("s3:GetBucketTagging", &bucket(want), e))?;
+    async fn bucket_tags(&self, want: &BucketSpec) -> Result<Tags, CloudError> {
+        let sent = self.s3.get_bucket_tagging().bucket(&want.name).send().await;
+        let out = sent.absent(&["NoSuchTagSet"]).aws_context("s3:GetBucketTagging", &bucket(want))?;
         Ok(out
             .map(|o| o.tag_set().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect())
             .unwrap_or_default())
     }
 
     /// Adds `add` to the bucket's tags (PutBucketTagging replaces the whole set).
-    async fn add_bucket_tags(
-        &self,
-        want: &BucketSpec,
-        live: &BTreeMap<String, String>,
-        add: &BTreeMap<String, String>,
-    ) -> Result<(), CloudError> {
-        let mut all = live.clone();
-        all.extend(add.clone());
-        let tag_set = all
-            .iter()
-            .map(|(k, v)| Tag::builder().key(k).value(v).build())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| CloudError::Config(format!("bucket tags: {e}")))?;
-        let tagging = Tagging::builder()
-            .set_tag_set(Some(tag_set))
-            .build()
-            .map_err(|e| CloudError::Config(format!("bucket tags: {e}")))?;
-        self.s3
-            .put_bucket_tagging()
-            .bucket(&want.name)
-            .tagging(tagging)
-            .send()
-            .await
-            .map_err(|e| CloudError::aws("s3:PutBucketTagging", &bucket(want), e))?;
+    async fn add_bucket_tags(&self, want: &BucketSpec, live: &Tags, add: Tags) -> Result<(), CloudError> {
+        let sent = self.s3.put_bucket_tagging().bucket(&want.name).tagging(live.with(&add).s3_tagging()?).send().await;
+        sent.aws_context("s3:PutBucketTagging", &bucket(want))?;
         Ok(())
     }
 
     /// Object versions plus delete markers, up to `limit`, and whether there are more.
     async fn count_versions(&self, want: &BucketSpec, limit: i32) -> Result<(usize, bool), CloudError> {
-        let out = self
-            .s3
-            .list_object_versions()
-            .bucket(&want.name)
-            .max_keys(limit)
-            .send()
-            .await
-            .map_err(|e| CloudError::aws("s3:ListObjectVersions", &bucket(want), e))?;
+        let sent = self.s3.list_object_versions().bucket(&want.name).max_keys(limit).send().await;
+        let out = sent.aws_context("s3:ListObjectVersions", &bucket(want))?;
         Ok((out.versions().len() + out.delete_markers().len(), out.is_truncated().unwrap_or(false)))
     }
 
     async fn create_bucket(&self, want: &BucketSpec, step: &mut Step<'_>) -> Result<LiveBucket, CloudError> {
-        let tags = want
-            .tags
-            .iter()
-            .map(|(k, v)| Tag::builder().key(k).value(v).build())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| CloudError::Config(format!("bucket tags: {e}")))?;
-        let mut config = CreateBucketConfiguration::builder().set_tags(Some(tags));
+        let mut config = CreateBucketConfiguration::builder().set_tags(Some(Tags(want.tags.clone()).s3()?));
         if want.region != "us-east-1" {
             config = config.location_constraint(BucketLocationConstraint::from(want.region.as_str()));
         }
@@ -173,7 +142,6 @@ impl Aws {
             .send()
             .await;
         match out {
-            Ok(_) => {}
             // A concurrent pass created it: check it like an existing bucket.
             Err(e) if code_of(&e) == Some("BucketAlreadyOwnedByYou") => {}
             Err(e) if code_of(&e) == Some("BucketAlreadyExists") => {
@@ -183,7 +151,9 @@ impl Aws {
                     detail: "another AWS account owns a bucket of that name".into(),
                 });
             }
-            Err(e) => return Err(CloudError::aws("s3:CreateBucket", &bucket(want), e)),
+            out => {
+                out.aws_context("s3:CreateBucket", &bucket(want))?;
+            }
         }
         let status = BucketStatus { name: want.name.clone(), arn: want.arn.clone(), region: want.region.clone() };
         step.created(KIND, format!("created S3 bucket {}", want.name));
@@ -195,11 +165,10 @@ impl Aws {
     }
 
     async fn public_access_block(&self, want: &BucketSpec) -> Result<Option<BlockPublicAccess>, CloudError> {
-        let out = absent(
-            self.s3.get_public_access_block().bucket(&want.name).send().await,
-            &["NoSuchPublicAccessBlockConfiguration"],
-        )
-        .map_err(|e| CloudError::aws("s3:GetPublicAccessBlock", &bucket(want), e))?;
+        let sent = self.s3.get_public_access_block().bucket(&want.name).send().await;
+        let out = sent
+            .absent(&["NoSuchPublicAccessBlockConfiguration"])
+            .aws_context("s3:GetPublicAccessBlock", &bucket(want))?;
         Ok(out.and_then(|o| {
             o.public_access_block_configuration().map(|c| BlockPublicAccess {
                 block_public_acls: c.block_public_acls().unwrap_or(false),
@@ -212,29 +181,22 @@ impl Aws {
 
     async fn put_public_access_block(&self, want: &BucketSpec) -> Result<(), CloudError> {
         let b = want.block_public_access;
-        self.s3
-            .put_public_access_block()
-            .bucket(&want.name)
-            .public_access_block_configuration(
-                PublicAccessBlockConfiguration::builder()
-                    .block_public_acls(b.block_public_acls)
-                    .ignore_public_acls(b.ignore_public_acls)
-                    .block_public_policy(b.block_public_policy)
-                    .restrict_public_buckets(b.restrict_public_buckets)
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| CloudError::aws("s3:PutPublicAccessBlock", &bucket(want), e))?;
+        let config = PublicAccessBlockConfiguration::builder()
+            .block_public_acls(b.block_public_acls)
+            .ignore_public_acls(b.ignore_public_acls)
+            .block_public_policy(b.block_public_policy)
+            .restrict_public_buckets(b.restrict_public_buckets)
+            .build();
+        let put = self.s3.put_public_access_block().bucket(&want.name).public_access_block_configuration(config);
+        put.send().await.aws_context("s3:PutPublicAccessBlock", &bucket(want))?;
         Ok(())
     }
 
     async fn ownership(&self, want: &BucketSpec) -> Result<Option<String>, CloudError> {
-        let out = absent(
-            self.s3.get_bucket_ownership_controls().bucket(&want.name).send().await,
-            &["OwnershipControlsNotFoundError"],
-        )
-        .map_err(|e| CloudError::aws("s3:GetBucketOwnershipControls", &bucket(want), e))?;
+        let sent = self.s3.get_bucket_ownership_controls().bucket(&want.name).send().await;
+        let out = sent
+            .absent(&["OwnershipControlsNotFoundError"])
+            .aws_context("s3:GetBucketOwnershipControls", &bucket(want))?;
         Ok(out.and_then(|o| {
             let rules = o.ownership_controls()?.rules();
             match rules {
@@ -249,25 +211,18 @@ impl Aws {
         let rule = OwnershipControlsRule::builder()
             .object_ownership(ObjectOwnership::from(want.object_ownership.as_str()))
             .build()
-            .map_err(|e| CloudError::Config(e.to_string()))?;
-        let controls =
-            OwnershipControls::builder().rules(rule).build().map_err(|e| CloudError::Config(e.to_string()))?;
-        self.s3
-            .put_bucket_ownership_controls()
-            .bucket(&want.name)
-            .ownership_controls(controls)
-            .send()
-            .await
-            .map_err(|e| CloudError::aws("s3:PutBucketOwnershipControls", &bucket(want), e))?;
+            .or_config()?;
+        let controls = OwnershipControls::builder().rules(rule).build().or_config()?;
+        let sent = self.s3.put_bucket_ownership_controls().bucket(&want.name).ownership_controls(controls).send().await;
+        sent.aws_context("s3:PutBucketOwnershipControls", &bucket(want))?;
         Ok(())
     }
 
     async fn encryption(&self, want: &BucketSpec) -> Result<Option<BucketEncryption>, CloudError> {
-        let out = absent(
-            self.s3.get_bucket_encryption().bucket(&want.name).send().await,
-            &["ServerSideEncryptionConfigurationNotFoundError"],
-        )
-        .map_err(|e| CloudError::aws("s3:GetBucketEncryption", &bucket(want), e))?;
+        let sent = self.s3.get_bucket_encryption().bucket(&want.name).send().await;
+        let out = sent
+            .absent(&["ServerSideEncryptionConfigurationNotFoundError"])
+            .aws_context("s3:GetBucketEncryption", &bucket(want))?;
         let Some(config) = out.as_ref().and_then(|o| o.server_side_encryption_configuration()) else {
             return Ok(None);
         };
@@ -298,7 +253,7 @@ impl Aws {
             .sse_algorithm(ServerSideEncryption::from(e.sse_algorithm.as_str()))
             .kms_master_key_id(&e.kms_key_arn)
             .build()
-            .map_err(|e| CloudError::Config(e.to_string()))?;
+            .or_config()?;
         let config = ServerSideEncryptionConfiguration::builder()
             .rules(
                 ServerSideEncryptionRule::builder()
@@ -307,47 +262,30 @@ impl Aws {
                     .build(),
             )
             .build()
-            .map_err(|e| CloudError::Config(e.to_string()))?;
-        self.s3
-            .put_bucket_encryption()
-            .bucket(&want.name)
-            .server_side_encryption_configuration(config)
-            .send()
-            .await
-            .map_err(|e| CloudError::aws("s3:PutBucketEncryption", &bucket(want), e))?;
+            .or_config()?;
+        let put = self.s3.put_bucket_encryption().bucket(&want.name).server_side_encryption_configuration(config);
+        put.send().await.aws_context("s3:PutBucketEncryption", &bucket(want))?;
         Ok(())
     }
 
     async fn versioning(&self, want: &BucketSpec) -> Result<Option<String>, CloudError> {
-        let out = self
-            .s3
-            .get_bucket_versioning()
-            .bucket(&want.name)
-            .send()
-            .await
-            .map_err(|e| CloudError::aws("s3:GetBucketVersioning", &bucket(want), e))?;
+        let sent = self.s3.get_bucket_versioning().bucket(&want.name).send().await;
+        let out = sent.aws_context("s3:GetBucketVersioning", &bucket(want))?;
         Ok(out.status().map(|s| s.as_str().to_string()))
     }
 
     async fn put_versioning(&self, want: &BucketSpec) -> Result<(), CloudError> {
-        self.s3
-            .put_bucket_versioning()
-            .bucket(&want.name)
-            .versioning_configuration(
-                VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build(),
-            )
-            .send()
-            .await
-            .map_err(|e| CloudError::aws("s3:PutBucketVersioning", &bucket(want), e))?;
+        let config = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
+        let put = self.s3.put_bucket_versioning().bucket(&want.name).versioning_configuration(config);
+        put.send().await.aws_context("s3:PutBucketVersioning", &bucket(want))?;
         Ok(())
     }
 
     async fn object_lock(&self, want: &BucketSpec) -> Result<Lock, CloudError> {
-        let out = absent(
-            self.s3.get_object_lock_configuration().bucket(&want.name).send().await,
-            &["ObjectLockConfigurationNotFoundError"],
-        )
-        .map_err(|e| CloudError::aws("s3:GetObjectLockConfiguration", &bucket(want), e))?;
+        let sent = self.s3.get_object_lock_configuration().bucket(&want.name).send().await;
+        let out = sent
+            .absent(&["ObjectLockConfigurationNotFoundError"])
+            .aws_context("s3:GetObjectLockConfiguration", &bucket(want))?;
         let Some(config) = out.as_ref().and_then(|o| o.object_lock_configuration()) else {
             return Ok(Lock { enabled: false, retention: None });
         };
@@ -375,22 +313,16 @@ impl Aws {
                     .build(),
             )
             .build();
-        self.s3
-            .put_object_lock_configuration()
-            .bucket(&want.name)
-            .object_lock_configuration(config)
-            .send()
-            .await
-            .map_err(|e| CloudError::aws("s3:PutObjectLockConfiguration", &bucket(want), e))?;
+        let put = self.s3.put_object_lock_configuration().bucket(&want.name).object_lock_configuration(config);
+        put.send().await.aws_context("s3:PutObjectLockConfiguration", &bucket(want))?;
         Ok(())
     }
 
     async fn lifecycle(&self, want: &BucketSpec) -> Result<Vec<LifecycleRule>, CloudError> {
-        let out = absent(
-            self.s3.get_bucket_lifecycle_configuration().bucket(&want.name).send().await,
-            &["NoSuchLifecycleConfiguration"],
-        )
-        .map_err(|e| CloudError::aws("s3:GetBucketLifecycleConfiguration", &bucket(want), e))?;
+        let sent = self.s3.get_bucket_lifecycle_configuration().bucket(&want.name).send().await;
+        let out = sent
+            .absent(&["NoSuchLifecycleConfiguration"])
+            .aws_context("s3:GetBucketLifecycleConfiguration", &bucket(want))?;
         let mut rules: Vec<LifecycleRule> =
             out.map(|o| o.rules().iter().map(comparable_rule).collect()).unwrap_or_default();
         rules.sort();
@@ -399,12 +331,8 @@ impl Aws {
 
     async fn put_lifecycle(&self, want: &BucketSpec) -> Result<(), CloudError> {
         if want.lifecycle.is_empty() {
-            self.s3
-                .delete_bucket_lifecycle()
-                .bucket(&want.name)
-                .send()
-                .await
-                .map_err(|e| CloudError::aws("s3:DeleteBucketLifecycle", &bucket(want), e))?;
+            let sent = self.s3.delete_bucket_lifecycle().bucket(&want.name).send().await;
+            sent.aws_context("s3:DeleteBucketLifecycle", &bucket(want))?;
             return Ok(());
         }
         let rules = want
@@ -431,29 +359,16 @@ impl Aws {
                 b.build()
             })
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| CloudError::Config(e.to_string()))?;
-        let config = BucketLifecycleConfiguration::builder()
-            .set_rules(Some(rules))
-            .build()
-            .map_err(|e| CloudError::Config(e.to_string()))?;
-        self.s3
-            .put_bucket_lifecycle_configuration()
-            .bucket(&want.name)
-            .lifecycle_configuration(config)
-            .send()
-            .await
-            .map_err(|e| CloudError::aws("s3:PutBucketLifecycleConfiguration", &bucket(want), e))?;
+            .or_config()?;
+        let config = BucketLifecycleConfiguration::builder().set_rules(Some(rules)).build().or_config()?;
+        let put = self.s3.put_bucket_lifecycle_configuration().bucket(&want.name).lifecycle_configuration(config);
+        put.send().await.aws_context("s3:PutBucketLifecycleConfiguration", &bucket(want))?;
         Ok(())
     }
 
     async fn logging(&self, want: &BucketSpec) -> Result<Option<AccessLogging>, CloudError> {
-        let out = self
-            .s3
-            .get_bucket_logging()
-            .bucket(&want.name)
-            .send()
-            .await
-            .map_err(|e| CloudError::aws("s3:GetBucketLogging", &bucket(want), e))?;
+        let sent = self.s3.get_bucket_logging().bucket(&want.name).send().await;
+        let out = sent.aws_context("s3:GetBucketLogging", &bucket(want))?;
         Ok(out.logging_enabled().map(|l| AccessLogging {
             target_bucket: l.target_bucket().to_string(),
             target_prefix: l.target_prefix().to_string(),
@@ -468,24 +383,19 @@ impl Aws {
                         .target_bucket(&l.target_bucket)
                         .target_prefix(&l.target_prefix)
                         .build()
-                        .map_err(|e| CloudError::Config(e.to_string()))?,
+                        .or_config()?,
                 )
                 .build(),
             None => BucketLoggingStatus::builder().build(),
         };
-        self.s3
-            .put_bucket_logging()
-            .bucket(&want.name)
-            .bucket_logging_status(status)
-            .send()
-            .await
-            .map_err(|e| CloudError::aws("s3:PutBucketLogging", &bucket(want), e))?;
+        let sent = self.s3.put_bucket_logging().bucket(&want.name).bucket_logging_status(status).send().await;
+        sent.aws_context("s3:PutBucketLogging", &bucket(want))?;
         Ok(())
     }
 
     async fn bucket_policy(&self, want: &BucketSpec) -> Result<Option<Policy>, CloudError> {
-        let out = absent(self.s3.get_bucket_policy().bucket(&want.name).send().await, &["NoSuchBucketPolicy"])
-            .map_err(|e| CloudError::aws("s3:GetBucketPolicy", &bucket(want), e))?;
+        let sent = self.s3.get_bucket_policy().bucket(&want.name).send().await;
+        let out = sent.absent(&["NoSuchBucketPolicy"]).aws_context("s3:GetBucketPolicy", &bucket(want))?;
         out.and_then(|o| o.policy)
             .map(|doc| {
                 policy::parse(&doc).map(Policy).map_err(|detail| CloudError::Unreadable {
@@ -498,36 +408,40 @@ impl Aws {
     }
 
     async fn put_bucket_policy(&self, want: &BucketSpec) -> Result<(), CloudError> {
-        self.s3
-            .put_bucket_policy()
-            .bucket(&want.name)
-            .policy(want.policy.to_string())
-            .send()
-            .await
-            .map_err(|e| CloudError::aws("s3:PutBucketPolicy", &bucket(want), e))?;
+        let sent = self.s3.put_bucket_policy().bucket(&want.name).policy(want.policy.to_string()).send().await;
+        sent.aws_context("s3:PutBucketPolicy", &bucket(want))?;
         Ok(())
     }
-}
 
-/// Reads a setting; when it differs from `$desired`, writes it, reads it again, and reports a
-/// repair (or `NotConverged` when the write did not take).
-macro_rules! converge {
-    ($step:expr, $want:expr, $what:expr, $read:expr, $desired:expr, $write:expr) => {{
-        let desired = $desired;
-        let live = $read.await?;
-        if live != desired {
-            $write.await?;
-            let again = $read.await?;
-            if again != desired {
-                return Err(CloudError::NotConverged {
-                    what: $what,
-                    resource: bucket($want),
-                    detail: format!("wanted {desired:?}, S3 answers {again:?}"),
-                });
-            }
-            $step.repaired(KIND, format!("restored {} of S3 bucket {} (found {:?})", $what, $want.name, live));
-        }
-    }};
+    /// One setting: `read` compared with `desired`, written by `write` when it differs; what
+    /// was wanted and what S3 answers go into `NotConverged`, what was found into `Repaired`.
+    async fn setting<T, R>(
+        &self,
+        step: &mut Step<'_>,
+        want: &BucketSpec,
+        what: &'static str,
+        read: impl Fn() -> R,
+        desired: T,
+        write: impl Future<Output = Result<(), CloudError>>,
+    ) -> Result<(), CloudError>
+    where
+        T: PartialEq + Debug,
+        R: Future<Output = Result<T, CloudError>>,
+    {
+        Setting { kind: KIND, what, resource: &bucket(want) }
+            .converge(
+                step,
+                read().await?,
+                |live| *live == desired,
+                async {
+                    write.await?;
+                    read().await
+                },
+                |answer| format!("wanted {desired:?}, S3 answers {answer:?}"),
+                |found| format!("restored {what} of S3 bucket {} (found {found:?})", want.name),
+            )
+            .await
+    }
 }
 
 #[async_trait]
@@ -545,9 +459,10 @@ impl Buckets for Aws {
             }
             None => self.create_bucket(want, step).await?,
         };
-        let missing = missing_tags(&want.tags, &live.tags);
+        let missing = live.tags.missing(&want.tags);
         if !missing.is_empty() {
-            self.add_bucket_tags(want, &live.tags, &missing).await?;
+            let keys = missing.keys();
+            self.add_bucket_tags(want, &live.tags, missing).await?;
             if live.untagged {
                 step.repaired(
                     KIND,
@@ -557,139 +472,129 @@ impl Buckets for Aws {
                     ),
                 );
             } else {
-                step.repaired(KIND, format!("restored tags {} of S3 bucket {}", keys(&missing), want.name));
+                step.repaired(KIND, format!("restored tags {keys} of S3 bucket {}", want.name));
             }
         }
         Ok(live.status)
     }
 
     async fn secure(&self, want: &BucketSpec, step: &mut Step<'_>) -> Result<(), CloudError> {
-        converge!(
+        self.setting(
             step,
             want,
             "Block Public Access",
-            self.public_access_block(want),
+            || self.public_access_block(want),
             Some(want.block_public_access),
-            self.put_public_access_block(want)
-        );
-        converge!(
+            self.put_public_access_block(want),
+        )
+        .await?;
+        self.setting(
             step,
             want,
             "Object Ownership",
-            self.ownership(want),
+            || self.ownership(want),
             Some(want.object_ownership.clone()),
-            self.put_ownership(want)
-        );
-        converge!(
+            self.put_ownership(want),
+        )
+        .await?;
+        self.setting(
             step,
             want,
             "default encryption",
-            self.encryption(want),
+            || self.encryption(want),
             Some(want.encryption.clone()),
-            self.put_encryption(want)
-        );
+            self.put_encryption(want),
+        )
+        .await?;
         if want.versioning {
-            converge!(
+            self.setting(
                 step,
                 want,
                 "versioning",
-                self.versioning(want),
+                || self.versioning(want),
                 Some("Enabled".to_string()),
-                self.put_versioning(want)
-            );
+                self.put_versioning(want),
+            )
+            .await?;
         }
         if let Some(retention) = &want.object_lock {
-            let live = self.object_lock(want).await?;
             let desired = Lock { enabled: true, retention: Some(retention.clone()) };
-            if live != desired {
-                if let Err(e) = self.put_object_lock(want, retention).await {
-                    if !live.enabled {
-                        return Err(CloudError::NotConverged {
-                            what: "Object Lock",
-                            resource: bucket(want),
-                            detail: format!(
-                                "spec.storage.retention was set after the bucket was created without Object Lock, and enabling it now failed ({e}); objects written so far have no retention. Enable Object Lock on the bucket (AWS allows it on versioned buckets) or move the data to a new tenant"
-                            ),
-                        });
-                    }
-                    return Err(e);
-                }
-                let again = self.object_lock(want).await?;
-                if again != desired {
-                    return Err(CloudError::NotConverged {
-                        what: "Object Lock",
-                        resource: bucket(want),
-                        detail: format!("wanted {desired:?}, S3 answers {again:?}"),
-                    });
-                }
-                if live.enabled {
-                    step.repaired(
-                        KIND,
-                        format!(
-                            "restored the Object Lock default retention of S3 bucket {} (found {:?})",
-                            want.name, live.retention
-                        ),
-                    );
-                } else {
-                    step.repaired(KIND, format!("enabled Object Lock with {} days {} retention on the existing S3 bucket {}; objects written before keep no retention", retention.days, retention.mode, want.name));
-                }
-            }
+            let live = self.object_lock(want).await?;
+            let was_enabled = live.enabled;
+            Setting { kind: KIND, what: "Object Lock", resource: &bucket(want) }
+                .converge(
+                    step,
+                    live,
+                    |lock| *lock == desired,
+                    async {
+                        self.put_object_lock(want, retention).await.map_err(|e| {
+                            if was_enabled {
+                                return e;
+                            }
+                            CloudError::NotConverged {
+                                what: "Object Lock",
+                                resource: bucket(want),
+                                detail: format!(
+                                    "spec.storage.retention was set after the bucket was created without Object Lock, and enabling it now failed ({e}); objects written so far have no retention. Enable Object Lock on the bucket (AWS allows it on versioned buckets) or move the data to a new tenant"
+                                ),
+                            }
+                        })?;
+                        self.object_lock(want).await
+                    },
+                    |answer| format!("wanted {desired:?}, S3 answers {answer:?}"),
+                    |found| {
+                        if found.enabled {
+                            format!(
+                                "restored the Object Lock default retention of S3 bucket {} (found {:?})",
+                                want.name, found.retention
+                            )
+                        } else {
+                            format!(
+                                "enabled Object Lock with {} days {} retention on the existing S3 bucket {}; objects written before keep no retention",
+                                retention.days, retention.mode, want.name
+                            )
+                        }
+                    },
+                )
+                .await?;
         }
-        converge!(
+        self.setting(
             step,
             want,
             "lifecycle rules",
-            self.lifecycle(want),
+            || self.lifecycle(want),
             want.lifecycle.clone(),
-            self.put_lifecycle(want)
-        );
-        converge!(
+            self.put_lifecycle(want),
+        )
+        .await?;
+        self.setting(
             step,
             want,
             "server access logging",
-            self.logging(want),
+            || self.logging(want),
             want.logging.clone(),
-            self.put_logging(want)
-        );
-        converge!(
+            self.put_logging(want),
+        )
+        .await?;
+        self.setting(
             step,
             want,
             "bucket policy",
-            self.bucket_policy(want),
+            || self.bucket_policy(want),
             Some(Policy(want.policy.clone())),
-            self.put_bucket_policy(want)
-        );
-        Ok(())
+            self.put_bucket_policy(want),
+        )
+        .await
     }
 
-    async fn retire(
-        &self,
-        want: &BucketSpec,
-        policy: DeletionPolicy,
-        events: &mut Vec<CloudEvent>,
-    ) -> Result<BucketRetirement, CloudError> {
-        let live = match self.find_bucket(want).await {
-            Ok(Some(live)) => live,
-            Ok(None) => return Ok(BucketRetirement::Gone),
-            Err(CloudError::Foreign { detail, .. }) => {
-                tracing::warn!(bucket = want.name, "not retiring a bucket that is not the tenant's: {detail}");
-                return Ok(BucketRetirement::Gone);
-            }
-            Err(e) => return Err(e),
+    async fn retire(&self, want: &BucketSpec, pass: &mut Retiring) -> Result<BucketRetirement, CloudError> {
+        let Some(live) = pass.retirable(KIND, &want.name, self.find_bucket(want).await)? else {
+            return Ok(BucketRetirement::Gone);
         };
-        match policy {
+        match pass.policy() {
             DeletionPolicy::Retain => {
-                if live.tags.get(TAG_RETAINED).map(String::as_str) != Some("true") {
-                    let retained = BTreeMap::from([(TAG_RETAINED.to_string(), "true".to_string())]);
-                    self.add_bucket_tags(want, &live.tags, &retained).await?;
-                    events.push(CloudEvent {
-                        reason: RETAINED,
-                        note: format!(
-                            "kept S3 bucket {} with its objects and tagged it {TAG_RETAINED}=true",
-                            want.name
-                        ),
-                    });
-                }
+                let kept = format!("S3 bucket {} with its objects", want.name);
+                pass.retain(&live.tags, kept, |tags| self.add_bucket_tags(want, &live.tags, tags)).await?;
                 Ok(BucketRetirement::Retained)
             }
             DeletionPolicy::Delete => {
@@ -698,15 +603,16 @@ impl Buckets for Aws {
                     return Ok(BucketRetirement::NotEmpty { counted, more });
                 }
                 match self.s3.delete_bucket().bucket(&want.name).send().await {
-                    Ok(_) => {}
                     Err(e) if code_of(&e) == Some("NoSuchBucket") => return Ok(BucketRetirement::Gone),
                     // Written to since it was counted.
                     Err(e) if code_of(&e) == Some("BucketNotEmpty") => {
                         return Ok(BucketRetirement::NotEmpty { counted: 1, more: true });
                     }
-                    Err(e) => return Err(CloudError::aws("s3:DeleteBucket", &bucket(want), e)),
+                    out => {
+                        out.aws_context("s3:DeleteBucket", &bucket(want))?;
+                    }
                 }
-                events.push(CloudEvent { reason: DELETED, note: format!("deleted the empty S3 bucket {}", want.name) });
+                pass.event(DELETED, format!("deleted the empty S3 bucket {}", want.name));
                 Ok(BucketRetirement::Gone)
             }
         }

@@ -1,8 +1,8 @@
 //! What can go wrong talking to AWS, said so that a person knows what to do.
 
-use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
-use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use std::fmt;
+
+use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
 
 /// A failed step of provisioning or retiring a tenant's AWS resources.
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
@@ -25,7 +25,7 @@ pub enum CloudError {
     #[error(
         "{kind} {name} exists but does not belong to this tenant ({detail}); it is left untouched: remove or rename it, or delete and re-create the tenant to get a new name"
     )]
-    Foreign { kind: &'static str, name: String, detail: String },
+    Foreign { kind: ResourceKind, name: String, detail: String },
     /// A setting was written and read back, and still differs.
     #[error("{what} of {resource} still differs after it was written: {detail}")]
     NotConverged { what: &'static str, resource: String, detail: String },
@@ -44,41 +44,129 @@ pub enum CloudError {
     Config(String),
 }
 
-/// AWS error codes that mean "slow down" or "try again shortly".
-const TRANSIENT_CODES: [&str; 22] = [
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestThrottledException",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-    "RequestThrottled",
-    "SlowDown",
-    "PriorRequestNotComplete",
-    "BandwidthLimitExceeded",
-    "RequestTimeout",
-    "RequestTimeoutException",
-    "InternalError",
-    "InternalFailure",
-    "ServiceUnavailable",
-    "ServiceFailure",
-    "KMSInternalException",
-    "DependencyTimeoutException",
-    "OperationAborted",
-    "ConcurrentModification",
-    "ConcurrentModificationException",
-    "Timeout",
-];
+/// The kinds of AWS resource a tenant has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResourceKind {
+    Role,
+    Key,
+    Alias,
+    Bucket,
+}
+
+impl ResourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::Role => "role",
+            ResourceKind::Key => "key",
+            ResourceKind::Alias => "alias",
+            ResourceKind::Bucket => "bucket",
+        }
+    }
+}
+
+impl fmt::Display for ResourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What kind of failure a [`CloudError`] is: decides back-off or waiting, and labels metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// AWS asks to slow down.
+    Throttled,
+    /// No answer, or one that could not be parsed.
+    Transport,
+    /// AWS failed (5xx), or asks to try again shortly.
+    Server,
+    AccessDenied,
+    /// Any other error AWS answered with: invalid requests, quotas, ...
+    Client,
+    /// A resource of the tenant's name is someone else's.
+    Conflict,
+    NotConverged,
+    Unreadable,
+    /// The tenant's status could not record an ID.
+    Status,
+    /// An earlier step failed.
+    Waiting,
+    Config,
+}
+
+impl ErrorClass {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Throttled => "throttled",
+            ErrorClass::Transport => "transport",
+            ErrorClass::Server => "server",
+            ErrorClass::AccessDenied => "access_denied",
+            ErrorClass::Client => "client",
+            ErrorClass::Conflict => "conflict",
+            ErrorClass::NotConverged => "not_converged",
+            ErrorClass::Unreadable => "unreadable",
+            ErrorClass::Status => "status",
+            ErrorClass::Waiting => "waiting",
+            ErrorClass::Config => "config",
+        }
+    }
+
+    /// Whether backing off and trying again may help without anyone changing anything.
+    /// Access denied, validation errors and conflicts wait for a change instead.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorClass::Throttled
+                | ErrorClass::Transport
+                | ErrorClass::Server
+                | ErrorClass::Status
+                | ErrorClass::Waiting
+                | ErrorClass::NotConverged
+        )
+    }
+
+    /// The class of an error AWS answered with `code` (and `status`, when a response arrived):
+    /// throttling and transient codes as the SDK's own retry classifier lists them.
+    pub fn of_aws(code: &str, status: Option<u16>) -> ErrorClass {
+        if THROTTLING_ERRORS.contains(&code) {
+            ErrorClass::Throttled
+        } else if TRANSPORT_CODES.contains(&code) {
+            ErrorClass::Transport
+        } else if status.is_some_and(|s| s >= 500)
+            || TRANSIENT_ERRORS.contains(&code)
+            || CONCURRENT_WRITES.contains(&code)
+        {
+            ErrorClass::Server
+        } else if code.contains("AccessDenied") || code == "UnauthorizedOperation" || code == "Forbidden" {
+            ErrorClass::AccessDenied
+        } else {
+            ErrorClass::Client
+        }
+    }
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Our codes for calls that got no usable answer: timed out, no connection, unparsable.
+pub(crate) const TRANSPORT_CODES: [&str; 3] = ["Timeout", "ConnectionError", "InvalidResponse"];
+
+/// Codes AWS answers with 409 when another request changed the resource at the same time:
+/// the SDK does not retry them, but the next pass may succeed.
+const CONCURRENT_WRITES: [&str; 3] = ["OperationAborted", "ConcurrentModification", "ConcurrentModificationException"];
 
 impl CloudError {
     /// The condition reason: the AWS error code, or ours, in CamelCase.
     pub fn code(&self) -> &str {
         match self {
             CloudError::Aws { code, .. } => code,
-            CloudError::Foreign { kind, .. } => match *kind {
-                "bucket" => "BucketConflict",
-                "key" | "alias" => "KeyConflict",
-                _ => "RoleConflict",
+            CloudError::Foreign { kind, .. } => match kind {
+                ResourceKind::Bucket => "BucketConflict",
+                ResourceKind::Key | ResourceKind::Alias => "KeyConflict",
+                ResourceKind::Role => "RoleConflict",
             },
             CloudError::NotConverged { .. } => "NotConverged",
             CloudError::Unreadable { .. } => "UnreadableResponse",
@@ -88,95 +176,26 @@ impl CloudError {
         }
     }
 
-    /// A small fixed set, for metric labels.
-    pub fn category(&self) -> &'static str {
+    pub fn class(&self) -> ErrorClass {
         match self {
-            CloudError::Aws { code, status, .. } => {
-                if is_throttling(code) {
-                    "throttled"
-                } else if matches!(code.as_str(), "Timeout" | "ConnectionError" | "InvalidResponse") {
-                    "transport"
-                } else if status.is_some_and(|s| s >= 500) || TRANSIENT_CODES.contains(&code.as_str()) {
-                    "server"
-                } else if code.contains("AccessDenied") || code == "UnauthorizedOperation" || code == "Forbidden" {
-                    "access_denied"
-                } else {
-                    "client"
-                }
-            }
-            CloudError::Foreign { .. } => "conflict",
-            CloudError::NotConverged { .. } => "not_converged",
-            CloudError::Unreadable { .. } => "unreadable",
-            CloudError::Progress { .. } => "status",
-            CloudError::Waiting { .. } => "waiting",
-            CloudError::Config(_) => "config",
+            CloudError::Aws { code, status, .. } => ErrorClass::of_aws(code, *status),
+            CloudError::Foreign { .. } => ErrorClass::Conflict,
+            CloudError::NotConverged { .. } => ErrorClass::NotConverged,
+            CloudError::Unreadable { .. } => ErrorClass::Unreadable,
+            CloudError::Progress { .. } => ErrorClass::Status,
+            CloudError::Waiting { .. } => ErrorClass::Waiting,
+            CloudError::Config(_) => ErrorClass::Config,
         }
     }
 
+    /// A small fixed set, for metric labels.
+    pub fn category(&self) -> &'static str {
+        self.class().as_str()
+    }
+
     /// Whether backing off and trying again may help without anyone changing anything.
-    /// Access denied, validation errors and conflicts wait for a change instead.
     pub fn is_retryable(&self) -> bool {
-        matches!(self.category(), "throttled" | "transport" | "server" | "status" | "waiting" | "not_converged")
-    }
-
-    pub(crate) fn aws<E>(operation: &str, resource: &str, err: SdkError<E, HttpResponse>) -> CloudError
-    where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
-    {
-        let status = err.raw_response().map(|r| r.status().as_u16());
-        let (code, message) = match &err {
-            SdkError::ServiceError(_) => (
-                err.code().map(str::to_string).unwrap_or_else(|| match status {
-                    Some(404) => "NotFound".into(),
-                    Some(403) => "AccessDenied".into(),
-                    Some(s) if s >= 500 => "ServiceUnavailable".into(),
-                    _ => "UnknownError".into(),
-                }),
-                err.message().map(str::to_string).unwrap_or_else(|| source_chain(&err)),
-            ),
-            SdkError::TimeoutError(_) => ("Timeout".into(), source_chain(&err)),
-            SdkError::DispatchFailure(_) => ("ConnectionError".into(), source_chain(&err)),
-            SdkError::ResponseError(_) => ("InvalidResponse".into(), source_chain(&err)),
-            _ => ("RequestConstruction".into(), source_chain(&err)),
-        };
-        CloudError::Aws { operation: operation.to_string(), resource: resource.to_string(), code, message, status }
-    }
-}
-
-fn is_throttling(code: &str) -> bool {
-    TRANSIENT_CODES[..10].contains(&code)
-}
-
-/// The error and its causes on one line: the SDK's own Display is often just "service error".
-fn source_chain(err: &dyn std::error::Error) -> String {
-    let mut parts = vec![err.to_string()];
-    let mut source = err.source();
-    while let Some(s) = source {
-        parts.push(s.to_string());
-        source = s.source();
-    }
-    parts.dedup();
-    parts.join(": ")
-}
-
-/// The AWS error code of a failed call, if AWS answered.
-pub(crate) fn code_of<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> Option<&str> {
-    match err {
-        SdkError::ServiceError(_) => err.code(),
-        _ => None,
-    }
-}
-
-/// `Ok(None)` for the error codes that mean "there is none".
-#[allow(clippy::result_large_err)] // the SDK's own error type, passed through unchanged
-pub(crate) fn absent<T, E: ProvideErrorMetadata>(
-    result: Result<T, SdkError<E, HttpResponse>>,
-    codes: &[&str],
-) -> Result<Option<T>, SdkError<E, HttpResponse>> {
-    match result {
-        Ok(value) => Ok(Some(value)),
-        Err(e) if code_of(&e).is_some_and(|c| codes.contains(&c)) => Ok(None),
-        Err(e) => Err(e),
+        self.class().is_retryable()
     }
 }
 
@@ -205,11 +224,15 @@ mod tests {
         assert!(!aws("AccessDeniedException", 400).is_retryable());
         assert!(!aws("MalformedPolicy", 400).is_retryable());
         assert!(!aws("ValidationError", 400).is_retryable());
+        assert_eq!(aws("AccessDenied", 403).class(), ErrorClass::AccessDenied);
         assert_eq!(aws("AccessDenied", 403).category(), "access_denied");
+        assert_eq!(aws("SlowDown", 503).class(), ErrorClass::Throttled);
         assert_eq!(aws("SlowDown", 503).category(), "throttled");
         assert_eq!(aws("AccessDenied", 403).code(), "AccessDenied");
-        let foreign = CloudError::Foreign { kind: "bucket", name: "b".into(), detail: "d".into() };
+        let foreign = CloudError::Foreign { kind: ResourceKind::Bucket, name: "b".into(), detail: "d".into() };
         assert!(!foreign.is_retryable());
+        assert_eq!(foreign.class(), ErrorClass::Conflict);
         assert_eq!(foreign.code(), "BucketConflict");
+        assert_eq!(foreign.to_string().split(' ').next(), Some("bucket"));
     }
 }

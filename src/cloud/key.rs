@@ -4,19 +4,24 @@
 //! then by its tenant-uid tag among the keys that have no alias (a key whose alias was never
 //! created because the operator stopped in between) before one is created.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_kms::types::{KeySpec as KmsKeySpec, KeyState, KeyUsageType, Tag};
+use aws_sdk_kms::types::{KeySpec as KmsKeySpec, KeyState, KeyUsageType};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use backon::{BackoffBuilder, ExponentialBuilder};
 
-use super::error::{CloudError, absent, code_of};
-use super::identity::{keys, missing_tags};
-use super::{Aws, CloudEvent, DELETED, Keys, RETAINED, Step, policy};
+use super::error::{CloudError, ErrorClass, ResourceKind};
+use super::resource::{Retiring, Setting};
+use super::sdk::{RetryOn, SdkResult, Tags, code_of, first_pages, retrying};
+use super::{Aws, DELETED, Keys, Step, policy};
 use crate::api::{DeletionPolicy, KeyStatus};
-use crate::desired::aws::{KeySpec, TAG_RETAINED, TAG_TENANT_UID};
+use crate::desired::aws::{KeySpec, TAG_TENANT_UID};
 
-const KIND: &str = "key";
+const KIND: ResourceKind = ResourceKind::Key;
 const NOT_FOUND: [&str; 1] = ["NotFoundException"];
 const POLICY_NAME: &str = "default";
 /// Bounds of the tag search: pages of keys and aliases read, and unaliased keys whose tags are
@@ -24,14 +29,21 @@ const POLICY_NAME: &str = "default";
 const SEARCH_PAGES: usize = 20;
 const SEARCH_CANDIDATES: usize = 200;
 /// A role created a moment ago may not be usable as a key policy principal yet (IAM is
-/// eventually consistent): CreateKey and PutKeyPolicy are tried again after these pauses.
-const PRINCIPAL_PROPAGATION: [u64; 5] = [1, 2, 4, 8, 8];
+/// eventually consistent): CreateKey and PutKeyPolicy are tried again after 1, 2, 4, 8 and 8 s.
+const PRINCIPAL_PROPAGATION: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_secs(1))
+    .with_max_delay(Duration::from_secs(8))
+    .with_max_times(5);
+/// A throttled CreateKey is tried again after 0.4, 0.8, 1.6, 3.2 and 6.4 s, each times a
+/// random factor between 0.5 and 1.5.
+const CREATE_KEY_THROTTLED: ExponentialBuilder =
+    ExponentialBuilder::new().with_min_delay(Duration::from_millis(400)).without_max_delay().with_max_times(5);
 
 /// The key as KMS has it.
 struct LiveKey {
     status: KeyStatus,
     state: Option<KeyState>,
-    tags: BTreeMap<String, String>,
+    tags: Tags,
     /// Whether the alias is known to point to this key (found through it).
     alias_checked: bool,
 }
@@ -42,36 +54,23 @@ impl Aws {
         id: &str,
         want: &KeySpec,
     ) -> Result<Option<(KeyStatus, Option<KeyState>)>, CloudError> {
-        let out = absent(self.kms.describe_key().key_id(id).send().await, &NOT_FOUND)
-            .map_err(|e| CloudError::aws("kms:DescribeKey", &key(want, id), e))?;
+        let sent = self.kms.describe_key().key_id(id).send().await;
+        let out = sent.absent(&NOT_FOUND).aws_context("kms:DescribeKey", &key(want, id))?;
         Ok(out.and_then(|o| o.key_metadata).map(|m| {
             (KeyStatus { id: m.key_id.clone(), arn: m.arn.unwrap_or_default(), alias: want.alias.clone() }, m.key_state)
         }))
     }
 
-    async fn key_tags(&self, id: &str, want: &KeySpec) -> Result<BTreeMap<String, String>, CloudError> {
-        let mut tags = BTreeMap::new();
-        let mut marker = None;
-        for _ in 0..SEARCH_PAGES {
-            let out = self
-                .kms
-                .list_resource_tags()
-                .key_id(id)
-                .set_marker(marker)
-                .send()
-                .await
-                .map_err(|e| CloudError::aws("kms:ListResourceTags", &key(want, id), e))?;
-            tags.extend(out.tags().iter().map(|t| (t.tag_key.clone(), t.tag_value.clone())));
-            marker = out.next_marker().map(str::to_string);
-            if !out.truncated() || marker.is_none() {
-                break;
-            }
-        }
-        Ok(tags)
+    async fn key_tags(&self, id: &str, want: &KeySpec) -> Result<Tags, CloudError> {
+        let pages = first_pages(self.kms.list_resource_tags().key_id(id).into_paginator().send(), SEARCH_PAGES)
+            .await
+            .aws_context("kms:ListResourceTags", &key(want, id))?;
+        Ok(pages.iter().flat_map(|p| p.tags()).map(|t| (t.tag_key.clone(), t.tag_value.clone())).collect())
     }
 
-    fn is_ours(want: &KeySpec, tags: &BTreeMap<String, String>) -> bool {
-        tags.get(TAG_TENANT_UID).is_some() && tags.get(TAG_TENANT_UID) == want.tags.get(TAG_TENANT_UID)
+    fn is_ours(want: &KeySpec, tags: &Tags) -> bool {
+        tags.get(TAG_TENANT_UID).is_some()
+            && tags.get(TAG_TENANT_UID) == want.tags.get(TAG_TENANT_UID).map(String::as_str)
     }
 
     async fn find_key(&self, want: &KeySpec, known: Option<&KeyStatus>) -> Result<Option<LiveKey>, CloudError> {
@@ -90,7 +89,7 @@ impl Aws {
             let tags = self.key_tags(&status.id, want).await?;
             if !Self::is_ours(want, &tags) {
                 return Err(CloudError::Foreign {
-                    kind: "alias",
+                    kind: ResourceKind::Alias,
                     name: want.alias.clone(),
                     detail: format!(
                         "it points to key {} whose tag {TAG_TENANT_UID} is {:?}",
@@ -106,40 +105,14 @@ impl Aws {
     }
 
     async fn search_by_tag(&self, want: &KeySpec) -> Result<Option<LiveKey>, CloudError> {
-        let mut aliased = HashSet::new();
-        let mut marker = None;
-        for _ in 0..SEARCH_PAGES {
-            let out = self
-                .kms
-                .list_aliases()
-                .limit(100)
-                .set_marker(marker)
-                .send()
-                .await
-                .map_err(|e| CloudError::aws("kms:ListAliases", "the account's KMS aliases", e))?;
-            aliased.extend(out.aliases().iter().filter_map(|a| a.target_key_id.clone()));
-            marker = out.next_marker().map(str::to_string);
-            if !out.truncated() || marker.is_none() {
-                break;
-            }
-        }
-        let mut candidates = Vec::new();
-        let mut marker = None;
-        for _ in 0..SEARCH_PAGES {
-            let out = self
-                .kms
-                .list_keys()
-                .limit(1000)
-                .set_marker(marker)
-                .send()
-                .await
-                .map_err(|e| CloudError::aws("kms:ListKeys", "the account's KMS keys", e))?;
-            candidates.extend(out.keys().iter().filter_map(|k| k.key_id.clone()).filter(|id| !aliased.contains(id)));
-            marker = out.next_marker().map(str::to_string);
-            if !out.truncated() || marker.is_none() {
-                break;
-            }
-        }
+        let aliases = first_pages(self.kms.list_aliases().into_paginator().page_size(100).send(), SEARCH_PAGES).await;
+        let aliases = aliases.aws_context("kms:ListAliases", "the account's KMS aliases")?;
+        let aliased: HashSet<&str> =
+            aliases.iter().flat_map(|p| p.aliases()).filter_map(|a| a.target_key_id()).collect();
+        let keys = first_pages(self.kms.list_keys().into_paginator().page_size(1000).send(), SEARCH_PAGES).await;
+        let keys = keys.aws_context("kms:ListKeys", "the account's KMS keys")?;
+        let candidates: Vec<&str> =
+            keys.iter().flat_map(|p| p.keys()).filter_map(|k| k.key_id()).filter(|id| !aliased.contains(id)).collect();
         if candidates.len() > SEARCH_CANDIDATES {
             tracing::warn!(
                 candidates = candidates.len(),
@@ -147,14 +120,14 @@ impl Aws {
             );
         }
         for id in candidates.into_iter().take(SEARCH_CANDIDATES) {
-            let tags = match self.key_tags(&id, want).await {
+            let tags = match self.key_tags(id, want).await {
                 Ok(tags) => tags,
                 // Keys of other teams may deny us ListResourceTags: not ours then.
-                Err(e) if e.category() == "access_denied" => continue,
+                Err(e) if e.class() == ErrorClass::AccessDenied => continue,
                 Err(e) => return Err(e),
             };
             if Self::is_ours(want, &tags)
-                && let Some((status, state)) = self.describe_key(&id, want).await?
+                && let Some((status, state)) = self.describe_key(id, want).await?
             {
                 tracing::info!(key = id, "found the tenant's key by its tag");
                 return Ok(Some(LiveKey { status, state, tags, alias_checked: false }));
@@ -164,17 +137,15 @@ impl Aws {
     }
 
     async fn create_key(&self, want: &KeySpec, step: &mut Step<'_>) -> Result<KeyStatus, CloudError> {
-        let tags = kms_tags(&want.tags)?;
-        let mut pauses = PRINCIPAL_PROPAGATION.iter();
-        let mut throttled = 0u32;
-        let meta = loop {
+        let tags = Tags(want.tags.clone()).kms()?;
+        let tags = &tags;
+        // CreateKey is not idempotent: a request that timed out or failed with a server error
+        // may still have created a key, so the SDK must not send it again. Such a failure ends
+        // this pass, and the next one looks the key up by its tag before creating anything.
+        // Only a throttled request, which KMS refused before doing anything, is retried here.
+        let create = move || async move {
             self.create_key.acquire().await;
-            // CreateKey is not idempotent: a request that timed out or failed with a server error
-            // may still have created a key, so the SDK must not send it again. Such a failure ends
-            // this pass, and the next one looks the key up by its tag before creating anything.
-            // Only a throttled request, which KMS refused before doing anything, is retried here.
-            let out = self
-                .kms
+            self.kms
                 .create_key()
                 .description(&want.description)
                 .key_usage(KeyUsageType::from(want.key_usage.as_str()))
@@ -187,23 +158,19 @@ impl Aws {
                         .retry_config(aws_smithy_types::retry::RetryConfig::disabled()),
                 )
                 .send()
-                .await;
-            match out {
-                Ok(out) => break out.key_metadata,
-                Err(e) if invalid_principal(&e) && pauses.len() > 0 => {
-                    tokio::time::sleep(Duration::from_secs(*pauses.next().expect("a pause"))).await;
-                }
-                Err(e) if code_of(&e) == Some("ThrottlingException") && throttled < 5 => {
-                    throttled += 1;
-                    let jitter = rand::random_range(0.5..1.5);
-                    tokio::time::sleep(Duration::from_millis(200 << throttled).mul_f64(jitter)).await;
-                }
-                Err(e) => {
-                    return Err(CloudError::aws("kms:CreateKey", &format!("the KMS key for alias {}", want.alias), e));
-                }
-            }
+                .await
         };
-        let meta = meta.ok_or_else(|| CloudError::Unreadable {
+        let throttled = CREATE_KEY_THROTTLED.build().map(|pause| pause.mul_f64(rand::random_range(0.5..1.5)));
+        let out = retrying(
+            create,
+            vec![
+                RetryOn { when: invalid_principal, pauses: Box::new(PRINCIPAL_PROPAGATION.build()) },
+                RetryOn { when: |e| code_of(e) == Some("ThrottlingException"), pauses: Box::new(throttled) },
+            ],
+        )
+        .await
+        .aws_context("kms:CreateKey", &format!("the KMS key for alias {}", want.alias))?;
+        let meta = out.key_metadata.ok_or_else(|| CloudError::Unreadable {
             what: "CreateKey answer",
             resource: format!("the KMS key for alias {}", want.alias),
             detail: "no key metadata".into(),
@@ -214,33 +181,27 @@ impl Aws {
         // Invariant 7: the ID goes to status before anything else happens.
         let recorded = status.clone();
         step.record(|ids| ids.key = Some(recorded)).await?;
-        self.kms
-            .create_alias()
-            .alias_name(&want.alias)
-            .target_key_id(&status.id)
-            .send()
-            .await
-            .map_err(|e| CloudError::aws("kms:CreateAlias", &key(want, &status.id), e))?;
+        self.create_alias(want, &status.id).await?;
         if want.rotation_enabled {
-            self.kms
-                .enable_key_rotation()
-                .key_id(&status.id)
-                .send()
-                .await
-                .map_err(|e| CloudError::aws("kms:EnableKeyRotation", &key(want, &status.id), e))?;
+            self.enable_rotation(want, &status.id).await?;
         }
         Ok(status)
     }
 
+    async fn create_alias(&self, want: &KeySpec, id: &str) -> Result<(), CloudError> {
+        let sent = self.kms.create_alias().alias_name(&want.alias).target_key_id(id).send().await;
+        sent.aws_context("kms:CreateAlias", &key(want, id))?;
+        Ok(())
+    }
+
+    async fn enable_rotation(&self, want: &KeySpec, id: &str) -> Result<(), CloudError> {
+        self.kms.enable_key_rotation().key_id(id).send().await.aws_context("kms:EnableKeyRotation", &key(want, id))?;
+        Ok(())
+    }
+
     async fn key_policy(&self, want: &KeySpec, id: &str) -> Result<Option<serde_json::Value>, CloudError> {
-        let out = self
-            .kms
-            .get_key_policy()
-            .key_id(id)
-            .policy_name(POLICY_NAME)
-            .send()
-            .await
-            .map_err(|e| CloudError::aws("kms:GetKeyPolicy", &key(want, id), e))?;
+        let sent = self.kms.get_key_policy().key_id(id).policy_name(POLICY_NAME).send().await;
+        let out = sent.aws_context("kms:GetKeyPolicy", &key(want, id))?;
         out.policy().map(policy::parse).transpose().map_err(|detail| CloudError::Unreadable {
             what: "key policy",
             resource: key(want, id),
@@ -255,7 +216,7 @@ impl Aws {
             .key_id(id)
             .send()
             .await
-            .map_err(|e| CloudError::aws("kms:GetKeyRotationStatus", &key(want, id), e))?
+            .aws_context("kms:GetKeyRotationStatus", &key(want, id))?
             .key_rotation_enabled())
     }
 
@@ -264,108 +225,77 @@ impl Aws {
         let name = key(want, id);
         // A key pending deletion or disabled still protects the tenant's data: bring it back.
         if live.state == Some(KeyState::PendingDeletion) {
-            self.kms
-                .cancel_key_deletion()
-                .key_id(id)
-                .send()
-                .await
-                .map_err(|e| CloudError::aws("kms:CancelKeyDeletion", &name, e))?;
+            self.kms.cancel_key_deletion().key_id(id).send().await.aws_context("kms:CancelKeyDeletion", &name)?;
             step.repaired(KIND, format!("cancelled the scheduled deletion of {name}"));
         }
         if matches!(live.state, Some(KeyState::PendingDeletion | KeyState::Disabled)) {
-            self.kms.enable_key().key_id(id).send().await.map_err(|e| CloudError::aws("kms:EnableKey", &name, e))?;
+            self.kms.enable_key().key_id(id).send().await.aws_context("kms:EnableKey", &name)?;
             step.repaired(KIND, format!("re-enabled {name}"));
         }
-        if want.rotation_enabled && !self.rotation(want, id).await? {
-            self.kms
-                .enable_key_rotation()
-                .key_id(id)
-                .send()
-                .await
-                .map_err(|e| CloudError::aws("kms:EnableKeyRotation", &name, e))?;
-            if !self.rotation(want, id).await? {
-                return Err(CloudError::NotConverged {
-                    what: "automatic rotation",
-                    resource: name,
-                    detail: "still disabled".into(),
-                });
-            }
-            step.repaired(KIND, format!("re-enabled automatic rotation of {name}"));
+        if want.rotation_enabled {
+            Setting { kind: KIND, what: "automatic rotation", resource: &name }
+                .converge(
+                    step,
+                    self.rotation(want, id).await?,
+                    |enabled| *enabled,
+                    async {
+                        self.enable_rotation(want, id).await?;
+                        self.rotation(want, id).await
+                    },
+                    |_| "still disabled".into(),
+                    |_| format!("re-enabled automatic rotation of {name}"),
+                )
+                .await?;
         }
-        if !self.key_policy(want, id).await?.is_some_and(|p| policy::equivalent(&p, &want.policy)) {
-            self.put_key_policy(want, id).await?;
-            if !self.key_policy(want, id).await?.is_some_and(|p| policy::equivalent(&p, &want.policy)) {
-                return Err(CloudError::NotConverged {
-                    what: "key policy",
-                    resource: name,
-                    detail: "KMS returns another document than the one written".into(),
-                });
-            }
-            step.repaired(KIND, format!("restored the key policy of {name}"));
-        }
+        Setting { kind: KIND, what: "key policy", resource: &name }
+            .converge_policy(
+                step,
+                self.key_policy(want, id).await?,
+                &want.policy,
+                async {
+                    self.put_key_policy(want, id).await?;
+                    self.key_policy(want, id).await
+                },
+                "KMS",
+                format!("restored the key policy of {name}"),
+            )
+            .await?;
         if !live.alias_checked {
             match self.describe_key(&want.alias, want).await? {
                 Some((target, _)) if target.id == id => {}
                 Some((target, _)) => {
                     // The alias name carries the tenant's hash: it belongs to this tenant's key.
-                    self.kms
-                        .update_alias()
-                        .alias_name(&want.alias)
-                        .target_key_id(id)
-                        .send()
-                        .await
-                        .map_err(|e| CloudError::aws("kms:UpdateAlias", &name, e))?;
+                    let sent = self.kms.update_alias().alias_name(&want.alias).target_key_id(id).send().await;
+                    sent.aws_context("kms:UpdateAlias", &name)?;
                     step.repaired(KIND, format!("pointed alias {} back from key {} to {name}", want.alias, target.id));
                 }
                 None => {
-                    self.kms
-                        .create_alias()
-                        .alias_name(&want.alias)
-                        .target_key_id(id)
-                        .send()
-                        .await
-                        .map_err(|e| CloudError::aws("kms:CreateAlias", &name, e))?;
+                    self.create_alias(want, id).await?;
                     step.repaired(KIND, format!("created the missing alias {} of {name}", want.alias));
                 }
             }
         }
-        let missing = missing_tags(&want.tags, &live.tags);
+        let missing = live.tags.missing(&want.tags);
         if !missing.is_empty() {
-            self.tag_key(want, id, &missing).await?;
-            step.repaired(KIND, format!("restored tags {} of {name}", keys(&missing)));
+            let keys = missing.keys();
+            self.tag_key(want, id, missing).await?;
+            step.repaired(KIND, format!("restored tags {keys} of {name}"));
         }
         Ok(())
     }
 
     async fn put_key_policy(&self, want: &KeySpec, id: &str) -> Result<(), CloudError> {
-        let mut pauses = PRINCIPAL_PROPAGATION.iter();
-        loop {
-            match self
-                .kms
-                .put_key_policy()
-                .key_id(id)
-                .policy_name(POLICY_NAME)
-                .policy(want.policy.to_string())
-                .send()
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(e) if invalid_principal(&e) && pauses.len() > 0 => {
-                    tokio::time::sleep(Duration::from_secs(*pauses.next().expect("a pause"))).await;
-                }
-                Err(e) => return Err(CloudError::aws("kms:PutKeyPolicy", &key(want, id), e)),
-            }
-        }
+        let put =
+            || self.kms.put_key_policy().key_id(id).policy_name(POLICY_NAME).policy(want.policy.to_string()).send();
+        retrying(put, vec![RetryOn { when: invalid_principal, pauses: Box::new(PRINCIPAL_PROPAGATION.build()) }])
+            .await
+            .aws_context("kms:PutKeyPolicy", &key(want, id))?;
+        Ok(())
     }
 
-    async fn tag_key(&self, want: &KeySpec, id: &str, tags: &BTreeMap<String, String>) -> Result<(), CloudError> {
-        self.kms
-            .tag_resource()
-            .key_id(id)
-            .set_tags(Some(kms_tags(tags)?))
-            .send()
-            .await
-            .map_err(|e| CloudError::aws("kms:TagResource", &key(want, id), e))?;
+    async fn tag_key(&self, want: &KeySpec, id: &str, tags: Tags) -> Result<(), CloudError> {
+        let sent = self.kms.tag_resource().key_id(id).set_tags(Some(tags.kms()?)).send().await;
+        sent.aws_context("kms:TagResource", &key(want, id))?;
         Ok(())
     }
 }
@@ -392,58 +322,38 @@ impl Keys for Aws {
         Ok(status)
     }
 
-    async fn retire(
-        &self,
-        want: &KeySpec,
-        known: Option<&KeyStatus>,
-        policy: DeletionPolicy,
-        events: &mut Vec<CloudEvent>,
-    ) -> Result<(), CloudError> {
-        let live = match self.find_key(want, known).await {
-            Ok(Some(live)) => live,
-            Ok(None) => return Ok(()),
-            Err(CloudError::Foreign { detail, .. }) => {
-                tracing::warn!(alias = want.alias, "not retiring a key that is not the tenant's: {detail}");
-                return Ok(());
-            }
-            Err(e) => return Err(e),
+    async fn retire(&self, want: &KeySpec, known: Option<&KeyStatus>, pass: &mut Retiring) -> Result<(), CloudError> {
+        let Some(live) = pass.retirable(KIND, &want.alias, self.find_key(want, known).await)? else {
+            return Ok(());
         };
         let id = live.status.id.as_str();
-        match policy {
+        match pass.policy() {
             DeletionPolicy::Retain => {
-                if live.tags.get(TAG_RETAINED).map(String::as_str) != Some("true") {
-                    self.tag_key(want, id, &BTreeMap::from([(TAG_RETAINED.to_string(), "true".to_string())])).await?;
-                    events.push(CloudEvent {
-                        reason: RETAINED,
-                        note: format!("kept {} and tagged it {TAG_RETAINED}=true", key(want, id)),
-                    });
-                }
+                pass.retain(&live.tags, key(want, id), |tags| self.tag_key(want, id, tags)).await?;
             }
             DeletionPolicy::Delete => {
                 if let Some((target, _)) = self.describe_key(&want.alias, want).await?
                     && target.id == id
                 {
-                    absent(self.kms.delete_alias().alias_name(&want.alias).send().await, &NOT_FOUND)
-                        .map_err(|e| CloudError::aws("kms:DeleteAlias", &key(want, id), e))?;
+                    let sent = self.kms.delete_alias().alias_name(&want.alias).send().await;
+                    sent.absent(&NOT_FOUND).aws_context("kms:DeleteAlias", &key(want, id))?;
                 }
                 if live.state != Some(KeyState::PendingDeletion) {
-                    absent(
-                        self.kms
-                            .schedule_key_deletion()
-                            .key_id(id)
-                            .pending_window_in_days(want.deletion_window_days)
-                            .send()
-                            .await,
-                        &NOT_FOUND,
-                    )
-                    .map_err(|e| CloudError::aws("kms:ScheduleKeyDeletion", &key(want, id), e))?;
-                    events.push(CloudEvent {
-                        reason: DELETED,
-                        note: format!(
+                    self.kms
+                        .schedule_key_deletion()
+                        .key_id(id)
+                        .pending_window_in_days(want.deletion_window_days)
+                        .send()
+                        .await
+                        .absent(&NOT_FOUND)
+                        .aws_context("kms:ScheduleKeyDeletion", &key(want, id))?;
+                    pass.event(
+                        DELETED,
+                        format!(
                             "deleted alias {} and scheduled the deletion of KMS key {id} in {} days",
                             want.alias, want.deletion_window_days
                         ),
-                    });
+                    );
                 }
             }
         }
@@ -455,18 +365,21 @@ fn key(want: &KeySpec, id: &str) -> String {
     if id.starts_with("alias/") { format!("KMS alias {id}") } else { format!("KMS key {id} ({})", want.alias) }
 }
 
-fn kms_tags(tags: &BTreeMap<String, String>) -> Result<Vec<Tag>, CloudError> {
-    tags.iter()
-        .map(|(k, v)| {
-            Tag::builder().tag_key(k).tag_value(v).build().map_err(|e| CloudError::Config(format!("tag {k}: {e}")))
-        })
-        .collect()
+/// KMS refuses a policy naming a role it cannot see yet.
+fn invalid_principal<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
+    code_of(e) == Some("MalformedPolicyDocumentException")
+        && ProvideErrorMetadata::message(e).is_some_and(|m| m.to_ascii_lowercase().contains("principal"))
 }
 
-fn invalid_principal<E: aws_smithy_types::error::metadata::ProvideErrorMetadata>(
-    e: &aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
-) -> bool {
-    code_of(e) == Some("MalformedPolicyDocumentException")
-        && aws_smithy_types::error::metadata::ProvideErrorMetadata::message(e)
-            .is_some_and(|m| m.to_ascii_lowercase().contains("principal"))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn back_off_schedules() {
+        let principal: Vec<u128> = PRINCIPAL_PROPAGATION.build().map(|d| d.as_millis()).collect();
+        assert_eq!(principal, [1000, 2000, 4000, 8000, 8000]);
+        let throttled: Vec<u128> = CREATE_KEY_THROTTLED.build().map(|d| d.as_millis()).collect();
+        assert_eq!(throttled, [400, 800, 1600, 3200, 6400]);
+    }
 }

@@ -18,7 +18,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 use crate::api::condition::{BUCKET_READY, BUCKET_SECURED, DELETION_BLOCKED, IDENTITY_READY, KEY_READY, Verdict};
-use crate::api::{BucketStatus, DeletionPolicy, ImagingTenant, KeyStatus, RoleStatus};
+use crate::api::{BucketStatus, ImagingTenant, KeyStatus, RoleStatus};
 use crate::config::Settings;
 use crate::desired::aws::{BucketSpec, KeySpec, RoleSpec, TenantAws, render_with};
 
@@ -29,9 +29,13 @@ mod identity;
 mod key;
 pub mod policy;
 mod rate;
+mod resource;
+mod sdk;
 
 pub use calls::{CallStats, is_write};
-pub use error::CloudError;
+pub use error::{CloudError, ErrorClass, ResourceKind};
+pub use resource::Retiring;
+use sdk::SdkResult;
 
 /// IDs of the tenant's AWS resources, as recorded in `status.{role,key,bucket}`.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -129,12 +133,7 @@ pub trait Identities: Send + Sync {
     /// Restores the inline policy and removes every other policy from the role.
     async fn ensure_permissions(&self, want: &RoleSpec, step: &mut Step<'_>) -> Result<(), CloudError>;
     /// Tags the role as retained, or deletes it (inline and attached policies first).
-    async fn retire(
-        &self,
-        want: &RoleSpec,
-        policy: DeletionPolicy,
-        events: &mut Vec<CloudEvent>,
-    ) -> Result<(), CloudError>;
+    async fn retire(&self, want: &RoleSpec, pass: &mut Retiring) -> Result<(), CloudError>;
 }
 
 /// What the reconcile needs from the tenant's KMS key.
@@ -152,13 +151,7 @@ pub trait Keys: Send + Sync {
         step: &mut Step<'_>,
     ) -> Result<KeyStatus, CloudError>;
     /// Tags the key as retained, or deletes its alias and schedules its deletion.
-    async fn retire(
-        &self,
-        want: &KeySpec,
-        known: Option<&KeyStatus>,
-        policy: DeletionPolicy,
-        events: &mut Vec<CloudEvent>,
-    ) -> Result<(), CloudError>;
+    async fn retire(&self, want: &KeySpec, known: Option<&KeyStatus>, pass: &mut Retiring) -> Result<(), CloudError>;
 }
 
 /// What the reconcile needs from the tenant's S3 bucket.
@@ -172,12 +165,7 @@ pub trait Buckets: Send + Sync {
     async fn secure(&self, want: &BucketSpec, step: &mut Step<'_>) -> Result<(), CloudError>;
     /// Tags the bucket as retained, or deletes it when it holds no object version and no
     /// delete marker. Never deletes an object.
-    async fn retire(
-        &self,
-        want: &BucketSpec,
-        policy: DeletionPolicy,
-        events: &mut Vec<CloudEvent>,
-    ) -> Result<BucketRetirement, CloudError>;
+    async fn retire(&self, want: &BucketSpec, pass: &mut Retiring) -> Result<BucketRetirement, CloudError>;
 }
 
 /// What retiring a bucket came to.
@@ -199,7 +187,7 @@ pub struct Step<'a> {
     progress: &'a mut dyn Progress,
     events: Vec<CloudEvent>,
     /// Resources created in this pass: their settings are part of "Created", not repairs.
-    created: Vec<&'static str>,
+    created: Vec<ResourceKind>,
 }
 
 impl<'a> Step<'a> {
@@ -223,18 +211,18 @@ impl<'a> Step<'a> {
         Ok(())
     }
 
-    pub fn created(&mut self, kind: &'static str, note: String) {
+    pub fn created(&mut self, kind: ResourceKind, note: String) {
         self.created.push(kind);
         self.event(CREATED, note);
     }
 
     /// Whether `kind` was created in this pass.
-    pub fn is_new(&self, kind: &'static str) -> bool {
+    pub fn is_new(&self, kind: ResourceKind) -> bool {
         self.created.contains(&kind)
     }
 
     /// A `Repaired` event, unless the resource is new in this pass.
-    pub fn repaired(&mut self, kind: &'static str, note: String) {
+    pub fn repaired(&mut self, kind: ResourceKind, note: String) {
         if !self.is_new(kind) {
             self.event(REPAIRED, note);
         }
@@ -356,7 +344,7 @@ impl Cloud {
             .get_caller_identity()
             .send()
             .await
-            .map_err(|e| CloudError::aws("sts:GetCallerIdentity", "the operator's credentials", e))?;
+            .aws_context("sts:GetCallerIdentity", "the operator's credentials")?;
         Ok((out.account().unwrap_or_default().to_string(), out.arn().unwrap_or_default().to_string()))
     }
 
@@ -374,26 +362,40 @@ impl Cloud {
         progress: &mut dyn Progress,
     ) -> CloudReport {
         let aws: &Aws = &self.aws;
-        provision(aws, aws, aws, tenant, settings, known, progress).await
+        provision(Resources::of(aws), tenant, settings, known, progress).await
     }
 
     /// Follows `spec.deletionPolicy` (invariant 5).
     pub async fn retire(&self, tenant: &ImagingTenant, settings: &Settings, known: &CloudIds) -> Retirement {
         let aws: &Aws = &self.aws;
-        retire(aws, aws, aws, tenant, settings, known).await
+        retire(Resources::of(aws), tenant, settings, known).await
+    }
+}
+
+/// An implementation of each of the three traits, for the pipelines.
+#[derive(Clone, Copy)]
+pub struct Resources<'a> {
+    pub identities: &'a dyn Identities,
+    pub keys: &'a dyn Keys,
+    pub buckets: &'a dyn Buckets,
+}
+
+impl<'a> Resources<'a> {
+    /// All three from one implementation.
+    pub fn of(all: &'a (impl Identities + Keys + Buckets)) -> Self {
+        Resources { identities: all, keys: all, buckets: all }
     }
 }
 
 /// The pipeline, on any implementation of the three traits.
 pub async fn provision(
-    identities: &dyn Identities,
-    keys: &dyn Keys,
-    buckets: &dyn Buckets,
+    resources: Resources<'_>,
     tenant: &ImagingTenant,
     settings: &Settings,
     known: &CloudIds,
     progress: &mut dyn Progress,
 ) -> CloudReport {
+    let Resources { identities, keys, buckets } = resources;
     let mut step = Step::new(known, progress);
     let mut error: Option<CloudError> = None;
     let keep = |e: CloudError, error: &mut Option<CloudError>| {
@@ -482,21 +484,19 @@ pub async fn provision(
 
 /// Invariant 5, on any implementation of the three traits.
 pub async fn retire(
-    identities: &dyn Identities,
-    keys: &dyn Keys,
-    buckets: &dyn Buckets,
+    resources: Resources<'_>,
     tenant: &ImagingTenant,
     settings: &Settings,
     known: &CloudIds,
 ) -> Retirement {
+    let Resources { identities, keys, buckets } = resources;
     let key_arn = known.key.as_ref().map(|k| k.arn.as_str()).filter(|a| !a.is_empty());
     let want = render_with(tenant, settings, key_arn);
-    let policy = tenant.spec.deletion_policy;
-    let mut events = Vec::new();
-    if let Err(e) = identities.retire(&want.role, policy, &mut events).await {
+    let mut pass = Retiring::new(tenant.spec.deletion_policy);
+    if let Err(e) = identities.retire(&want.role, &mut pass).await {
         return Retirement::Failed(e);
     }
-    match buckets.retire(&want.bucket, policy, &mut events).await {
+    match buckets.retire(&want.bucket, &mut pass).await {
         Err(e) => return Retirement::Failed(e),
         Ok(BucketRetirement::NotEmpty { counted, more }) => {
             let count = if more { format!("at least {counted}") } else { counted.to_string() };
@@ -504,15 +504,16 @@ pub async fn retire(
                 "bucket {} still holds {count} object versions or delete markers; the operator never deletes objects: empty the bucket (every version) to let deletion continue, or set deletionPolicy to Retain. The KMS key {} is kept until the bucket is gone",
                 want.bucket.name, want.key.alias
             );
-            events.push(CloudEvent { reason: DELETION_BLOCKED_EVENT, note: message.clone() });
-            return Retirement::Blocked { verdict: Verdict::ok(DELETION_BLOCKED, "BucketNotEmpty", message), events };
+            pass.event(DELETION_BLOCKED_EVENT, message.clone());
+            let verdict = Verdict::ok(DELETION_BLOCKED, "BucketNotEmpty", message);
+            return Retirement::Blocked { verdict, events: pass.into_events() };
         }
         Ok(BucketRetirement::Gone | BucketRetirement::Retained) => {}
     }
-    if let Err(e) = keys.retire(&want.key, known.key.as_ref(), policy, &mut events).await {
+    if let Err(e) = keys.retire(&want.key, known.key.as_ref(), &mut pass).await {
         return Retirement::Failed(e);
     }
-    Retirement::Done { events }
+    Retirement::Done { events: pass.into_events() }
 }
 
 fn waiting(reason: &'static str, what: &str, cause: &CloudError) -> CloudError {
@@ -520,9 +521,9 @@ fn waiting(reason: &'static str, what: &str, cause: &CloudError) -> CloudError {
 }
 
 fn failed(type_: &'static str, e: &CloudError) -> Verdict {
-    let hint = match e.category() {
-        "access_denied" => ": grant the operator's role the actions in deploy/iam/operator-policy.json",
-        "throttled" | "server" | "transport" => ": retrying with back-off",
+    let hint = match e.class() {
+        ErrorClass::AccessDenied => ": grant the operator's role the actions in deploy/iam/operator-policy.json",
+        ErrorClass::Throttled | ErrorClass::Server | ErrorClass::Transport => ": retrying with back-off",
         _ => "",
     };
     Verdict::failed(type_, e.code().to_string(), format!("{e}{hint}"))
