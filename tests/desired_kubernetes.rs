@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use imaging_tenant_operator::api::ImagingTenant;
+use imaging_tenant_operator::api::metadata;
 use imaging_tenant_operator::config::Settings;
 use imaging_tenant_operator::desired::kubernetes::{self as desired, BOUND_CLUSTER_ROLES};
 use serde_json::Value;
@@ -54,8 +55,8 @@ fn every_object_is_labelled_owned_and_typed() {
             let what = format!("{} {}", obj["kind"], obj["metadata"]["name"]);
             assert!(obj["apiVersion"].is_string() && obj["kind"].is_string(), "{what}");
             let labels = &obj["metadata"]["labels"];
-            assert_eq!(labels[desired::MANAGED_BY_LABEL], desired::MANAGED_BY, "{what}");
-            assert_eq!(labels[desired::TENANT_LABEL].as_str(), tenant.metadata.name.as_deref(), "{what}");
+            assert_eq!(labels[metadata::MANAGED_BY_LABEL], metadata::MANAGED_BY, "{what}");
+            assert_eq!(labels[metadata::TENANT_LABEL].as_str(), tenant.metadata.name.as_deref(), "{what}");
             let owners = obj["metadata"]["ownerReferences"].as_array().expect("owner reference");
             assert_eq!(owners.len(), 1, "{what}");
             assert_eq!(owners[0]["uid"].as_str(), tenant.metadata.uid.as_deref(), "{what}");
@@ -103,7 +104,7 @@ fn same_tenant_traffic_is_selected_by_namespace_name_only() {
                                 sel["matchLabels"].as_object().into_iter().flat_map(|m| m.keys().map(String::as_str)),
                             )
                             .collect();
-                        assert_eq!(keys, vec![desired::NAMESPACE_NAME_LABEL], "{obj}");
+                        assert_eq!(keys, vec![metadata::NAMESPACE_NAME_LABEL], "{obj}");
                     }
                 }
             }

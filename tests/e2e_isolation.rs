@@ -8,8 +8,8 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use imaging_tenant_operator::api::metadata::TAG_TENANT_UID;
 use imaging_tenant_operator::api::{ImagingTenant, ImagingTenantStatus};
-use imaging_tenant_operator::desired::aws::TAG_TENANT_UID;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams};

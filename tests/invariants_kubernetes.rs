@@ -7,6 +7,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use imaging_tenant_operator::api::metadata;
 use imaging_tenant_operator::api::{ImagingTenant, condition};
 use imaging_tenant_operator::desired::kubernetes as desired;
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota, ServiceAccount};
@@ -154,13 +155,13 @@ async fn invariant_1_ownership_two_tenants_one_namespace_first_keeps_it() {
     assert_eq!(c.reason, "NamespaceConflict");
     assert!(c.message.contains(&format!("belongs to tenant '{first}'")), "{}", c.message);
     let labels = namespace_labels(&client, &shared_ns).await;
-    assert_eq!(labels.get(desired::TENANT_LABEL), Some(&first));
+    assert_eq!(labels.get(metadata::TENANT_LABEL), Some(&first));
     let ns = Api::<Namespace>::all(client.clone()).get(&shared_ns).await.unwrap();
     let owners: Vec<_> = ns.owner_references().iter().map(|o| o.name.clone()).collect();
     assert_eq!(owners, vec![first.clone()]);
     // The first tenant's bindings are the only ones there.
     let rbs = Api::<RoleBinding>::namespaced(client.clone(), &shared_ns).list(&ListParams::default()).await.unwrap();
-    assert!(rbs.items.iter().all(|rb| rb.labels().get(desired::TENANT_LABEL) == Some(&first)));
+    assert!(rbs.items.iter().all(|rb| rb.labels().get(metadata::TENANT_LABEL) == Some(&first)));
 }
 
 #[tokio::test]
@@ -226,7 +227,7 @@ async fn invariant_2_network_default_deny_and_only_what_is_listed() {
         .await
         .unwrap();
     let rogue_labels = namespace_labels(&client, &rogue).await;
-    assert_eq!(rogue_labels.get(desired::TENANT_LABEL), Some(&name), "the rogue namespace carries the tenant label");
+    assert_eq!(rogue_labels.get(metadata::TENANT_LABEL), Some(&name), "the rogue namespace carries the tenant label");
 
     for ns in [&name, &ai] {
         let policies =
@@ -306,7 +307,7 @@ async fn invariant_3_rbac_bindings_only_to_named_roles_only_in_tenant_namespaces
 
     // Bindings: exactly admin and view in A's namespace, nowhere else.
     let rbs = Api::<RoleBinding>::all(client.clone())
-        .list(&ListParams::default().labels(&format!("{}={a}", desired::TENANT_LABEL)))
+        .list(&ListParams::default().labels(&format!("{}={a}", metadata::TENANT_LABEL)))
         .await
         .unwrap()
         .items;
@@ -339,7 +340,7 @@ async fn resource_versions(client: &Client, namespaces: &[String]) -> BTreeMap<S
         out.insert(format!("Namespace/{ns}"), n.resource_version().unwrap());
         macro_rules! collect {
             ($($kind:ty),*) => {$(
-                for o in Api::<$kind>::namespaced(client.clone(), ns).list(&ListParams::default().labels(desired::MANAGED_BY_LABEL)).await.unwrap() {
+                for o in Api::<$kind>::namespaced(client.clone(), ns).list(&ListParams::default().labels(metadata::MANAGED_BY_LABEL)).await.unwrap() {
                     out.insert(format!("{}/{ns}/{}", stringify!($kind), o.name_any()), o.resource_version().unwrap());
                 }
             )*};
@@ -463,7 +464,7 @@ async fn invariant_5_retain_detaches_and_delete_removes_namespaces() {
         .unwrap();
     wait_for(Duration::from_secs(30), "the dropped namespace to be detached", || async {
         let ns = ns_api.get(&kept_extra).await.map_err(|e| e.to_string())?;
-        if ns.labels().get(desired::RETAINED_LABEL).is_some() && ns.owner_references().is_empty() {
+        if ns.labels().get(metadata::RETAINED_LABEL).is_some() && ns.owner_references().is_empty() {
             Ok(())
         } else {
             Err(format!("{:?}", ns.metadata))
@@ -542,7 +543,7 @@ async fn invariant_7_restart_in_the_middle_converges() {
             .items;
         assert_eq!(policies.len(), 3, "{policies:?}");
         let sa = Api::<ServiceAccount>::namespaced(client.clone(), n).get("imaging-workload").await.unwrap();
-        assert_eq!(sa.annotations().get(desired::IRSA_ANNOTATION), status.role.as_ref().map(|r| &r.arn));
+        assert_eq!(sa.annotations().get(metadata::IRSA_ANNOTATION), status.role.as_ref().map(|r| &r.arn));
         let quotas =
             Api::<ResourceQuota>::namespaced(client.clone(), n).list(&ListParams::default()).await.unwrap().items;
         assert_eq!(quotas.len(), 1);

@@ -23,10 +23,10 @@ use super::error::{CloudError, ResourceKind};
 use super::resource::{Retiring, Setting};
 use super::sdk::{Built, SdkResult, Tags, code_of};
 use super::{Aws, BucketRetirement, Buckets, DELETED, Step, policy};
+use crate::api::metadata::TAG_TENANT_UID;
 use crate::api::{BucketStatus, DeletionPolicy};
 use crate::desired::aws::{
-    AccessLogging, BlockPublicAccess, BucketEncryption, BucketSpec, LifecycleRule, ObjectLockRetention, TAG_TENANT_UID,
-    Transition,
+    AccessLogging, BlockPublicAccess, BucketEncryption, BucketSpec, LifecycleRule, ObjectLockRetention, Transition,
 };
 
 const KIND: ResourceKind = ResourceKind::Bucket;

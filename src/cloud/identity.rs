@@ -11,8 +11,9 @@ use super::error::{CloudError, ResourceKind};
 use super::resource::{Retiring, Setting};
 use super::sdk::{SdkResult, Tags, code_of};
 use super::{Aws, DELETED, Identities, Step, policy};
+use crate::api::metadata::TAG_TENANT_UID;
 use crate::api::{DeletionPolicy, RoleStatus};
-use crate::desired::aws::{RoleSpec, TAG_TENANT_UID};
+use crate::desired::aws::RoleSpec;
 
 const KIND: ResourceKind = ResourceKind::Role;
 const NO_SUCH_ENTITY: [&str; 1] = ["NoSuchEntity"];

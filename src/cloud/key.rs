@@ -18,8 +18,9 @@ use super::error::{CloudError, ErrorClass, ResourceKind};
 use super::resource::{Retiring, Setting};
 use super::sdk::{RetryOn, SdkResult, Tags, code_of, first_pages, retrying};
 use super::{Aws, DELETED, Keys, Step, policy};
+use crate::api::metadata::TAG_TENANT_UID;
 use crate::api::{DeletionPolicy, KeyStatus};
-use crate::desired::aws::{KeySpec, TAG_TENANT_UID};
+use crate::desired::aws::KeySpec;
 
 const KIND: ResourceKind = ResourceKind::Key;
 const NOT_FOUND: [&str; 1] = ["NotFoundException"];

@@ -9,7 +9,7 @@ use super::error::{CloudError, ResourceKind};
 use super::sdk::Tags;
 use super::{CloudEvent, RETAINED, Step, policy};
 use crate::api::DeletionPolicy;
-use crate::desired::aws::TAG_RETAINED;
+use crate::api::metadata::TAG_RETAINED;
 
 /// One setting of one resource, as the converge step names it.
 pub(crate) struct Setting<'a> {

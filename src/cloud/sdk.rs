@@ -13,7 +13,7 @@ use aws_smithy_types::error::operation::BuildError;
 use backon::{ConstantBuilder, Retryable};
 
 use super::error::{CloudError, TRANSPORT_CODES};
-use crate::desired::aws::TAG_RETAINED;
+use crate::api::metadata::TAG_RETAINED;
 
 /// What a call's result becomes in the operator's terms.
 pub(crate) trait SdkResult<T, E> {

@@ -12,7 +12,7 @@ use crate::api::{ImagingTenant, RetentionMode};
 use crate::config::Settings;
 use crate::desired::names;
 
-pub use crate::api::metadata::{MANAGED_BY, TAG_CLUSTER, TAG_MANAGED_BY, TAG_RETAINED, TAG_TENANT, TAG_TENANT_UID};
+use crate::api::metadata::{MANAGED_BY, TAG_CLUSTER, TAG_MANAGED_BY, TAG_TENANT, TAG_TENANT_UID};
 
 /// Shown for the key ARN until the key exists.
 pub const KEY_ARN_PLACEHOLDER: &str = "<key-arn>";

@@ -22,8 +22,8 @@ use crate::api::{ImagingTenant, Subject, SubjectKind};
 use crate::config::Settings;
 use crate::desired::names;
 
-pub use crate::api::metadata::{
-    IRSA_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, NAMESPACE_NAME_LABEL, RETAINED_LABEL, TENANT_LABEL, TENANT_UID_LABEL,
+use crate::api::metadata::{
+    IRSA_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, NAMESPACE_NAME_LABEL, TENANT_LABEL, TENANT_UID_LABEL,
 };
 
 pub const DEFAULT_DENY: &str = "imaging-default-deny";

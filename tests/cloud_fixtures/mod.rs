@@ -5,10 +5,11 @@
 use std::collections::BTreeMap;
 
 use imaging_tenant_operator::api::condition::Verdict;
+use imaging_tenant_operator::api::metadata::TAG_TENANT_UID;
 use imaging_tenant_operator::api::{ImagingTenant, KeyStatus};
 use imaging_tenant_operator::cloud::{AwsOptions, Cloud, CloudIds, CloudReport, KeepIds};
 use imaging_tenant_operator::config::Settings;
-use imaging_tenant_operator::desired::aws::{TAG_TENANT_UID, TenantAws, render_with};
+use imaging_tenant_operator::desired::aws::{TenantAws, render_with};
 use serde_json::json;
 
 use crate::support::faults::{FaultProxy, Mode};
