@@ -350,7 +350,7 @@ mod tests {
 
     #[test]
     fn the_permissions_boundary_is_required() {
-        let err = parse(&[]).err().expect("no boundary");
+        let Err(err) = parse(&[]) else { panic!("run without a boundary parsed") };
         assert!(err.to_string().contains("--permissions-boundary-arn"), "{err}");
     }
 
