@@ -16,6 +16,9 @@ BIN_DIR ?= $(CACHE_DIR)/bin/k8s-$(K8S_VERSION)-etcd-$(ETCD_VERSION)-helm-$(HELM_
 # machine's Python packages.
 MOTO_VENV ?= $(CACHE_DIR)/moto-$(MOTO_VERSION)
 PYTHON ?= $(MOTO_VENV)/bin/python
+# The virtualenv also holds the other Python tools of the tests (parliament). It is keyed by the
+# moto version only, so a stamp per requirements file content brings an existing one up to date.
+PY_REQUIREMENTS_HASH := $(shell sha256sum $(TOOLS)/moto/requirements.txt | cut -c1-16)
 
 export ITO_TEST_BIN_DIR := $(BIN_DIR)
 export ITO_TEST_PYTHON := $(PYTHON)
@@ -29,7 +32,7 @@ K8S_LDFLAGS := -s -w \
 
 K8S_BINARIES := $(BIN_DIR)/etcd $(BIN_DIR)/kube-apiserver $(BIN_DIR)/kube-controller-manager $(BIN_DIR)/helm
 
-.PHONY: test k8s-bin moto fmt-check lint crds
+.PHONY: test k8s-bin moto fmt-check lint crds iam-policies
 
 test: k8s-bin moto image-build-deps
 	cargo test --locked --all-targets
@@ -58,13 +61,20 @@ $(BIN_DIR)/helm:
 	cd $(TOOLS)/helm && $(GO_BUILD) -ldflags='-s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION)' -o $@.partial helm.sh/helm/v3/cmd/helm
 	mv $@.partial $@
 
-moto: $(MOTO_VENV)/.installed
+moto: $(MOTO_VENV)/.installed $(MOTO_VENV)/.requirements-$(PY_REQUIREMENTS_HASH)
 
 $(MOTO_VENV)/.installed:
 	rm -rf $(MOTO_VENV)
 	python3 -m venv $(MOTO_VENV)
 	$(MOTO_VENV)/bin/python -m pip install --quiet -r $(TOOLS)/moto/requirements.txt
 	$(MOTO_VENV)/bin/python -c 'import moto, moto.server; print("moto", moto.__version__)'
+	touch $@
+
+# Installs what a changed requirements file adds to an existing virtualenv (a no-op on a new one).
+$(MOTO_VENV)/.requirements-$(PY_REQUIREMENTS_HASH): $(MOTO_VENV)/.installed
+	$(MOTO_VENV)/bin/python -m pip install --quiet -r $(TOOLS)/moto/requirements.txt
+	$(MOTO_VENV)/bin/python -c 'import moto, parliament; print("moto", moto.__version__, "parliament", parliament.__version__)'
+	rm -f $(MOTO_VENV)/.requirements-*
 	touch $@
 
 fmt-check:
@@ -77,6 +87,18 @@ crds:
 	cargo run --locked --quiet -- crd > crds/imagingtenants.imaging.tenancy.dev.yaml.partial
 	mv crds/imagingtenants.imaging.tenancy.dev.yaml.partial crds/imagingtenants.imaging.tenancy.dev.yaml
 	$(MAKE) --no-print-directory chart-crds deploy-manifests
+
+# deploy/iam/: the output of `aws-policies` for placeholder values. tests/iam_parliament.rs reads
+# this line and fails when the checked-in files differ from what the command prints.
+IAM_POLICY_ARGS := --account-id 111122223333 --partition aws --region us-east-1 --cluster-name prod-1 --bucket-prefix imaging --break-glass-role-arn arn:aws:iam::111122223333:role/imaging-break-glass
+IAM_POLICY_DOCUMENTS := operator-policy permissions-boundary guardrail-scp
+
+iam-policies:
+	cargo build --locked --quiet --bin imaging-tenant-operator
+	@for doc in $(IAM_POLICY_DOCUMENTS); do \
+	  cargo run --locked --quiet -- aws-policies $(IAM_POLICY_ARGS) --only $$doc > deploy/iam/$$doc.json.partial || exit 1; \
+	  mv deploy/iam/$$doc.json.partial deploy/iam/$$doc.json; \
+	done
 
 .PHONY: demo
 # The main job on a local default: control plane + AWS emulator + operator + example tenants.

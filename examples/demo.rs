@@ -54,6 +54,7 @@ async fn main() {
         )
         .env("ITO_OPERATOR_ROLE_ARN", "arn:aws:iam::123456789012:role/imaging-tenant-operator")
         .env("ITO_BREAK_GLASS_ROLE_ARN", "arn:aws:iam::123456789012:role/imaging-break-glass")
+        .env("ITO_PERMISSIONS_BOUNDARY_ARN", "arn:aws:iam::123456789012:policy/imaging-tenant-boundary")
         .env("ITO_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
         .env("ITO_HEALTH_ADDR", format!("127.0.0.1:{health_port}"));
     let _operator = spawn_managed("operator", cmd, &log).expect("start the operator");

@@ -5,9 +5,12 @@ use crate::desired::names::validate_bucket_prefix;
 
 pub const DEFAULT_BUCKET_PREFIX: &str = "imaging";
 pub const DEFAULT_WORKLOAD_SERVICE_ACCOUNT: &str = "imaging-workload";
+/// Shown for the permissions boundary's policy name when `--permissions-boundary-arn` is not given.
+pub const PERMISSIONS_BOUNDARY_PLACEHOLDER: &str = "<permissions-boundary>";
 
 /// The flags (each with an environment variable) of the settings that shape what a tenant
-/// gets. `run` requires the cluster, region, OIDC provider and operator role; `plan` shows a
+/// gets. `run` requires the cluster, region, OIDC provider, operator role and permissions
+/// boundary (and the break-glass role unless told to run without one); `plan` shows a
 /// placeholder for what is not given.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SettingsArgs {
@@ -29,9 +32,14 @@ pub struct SettingsArgs {
     /// ARN of the role the operator runs as; it administers tenant keys and buckets.
     #[arg(long, env = "ITO_OPERATOR_ROLE_ARN")]
     pub operator_role_arn: Option<String>,
-    /// ARN of the emergency role allowed to administer tenant keys and buckets.
+    /// ARN of the emergency role allowed to administer tenant keys and buckets, and to read
+    /// tenant objects; `run` requires it unless --allow-no-break-glass-role.
     #[arg(long, env = "ITO_BREAK_GLASS_ROLE_ARN")]
     pub break_glass_role_arn: Option<String>,
+    /// ARN of the IAM policy set as permissions boundary of every tenant role (see
+    /// `aws-policies`): what a tenant role may ever do, whatever its own policy says.
+    #[arg(long, env = "ITO_PERMISSIONS_BOUNDARY_ARN")]
+    pub permissions_boundary_arn: Option<String>,
     /// Name of the workload ServiceAccount created in every tenant namespace.
     #[arg(long, env = "ITO_WORKLOAD_SERVICE_ACCOUNT", default_value = DEFAULT_WORKLOAD_SERVICE_ACCOUNT)]
     pub workload_service_account: String,
@@ -47,6 +55,7 @@ impl Default for SettingsArgs {
             oidc_provider_arn: None,
             operator_role_arn: None,
             break_glass_role_arn: None,
+            permissions_boundary_arn: None,
             workload_service_account: DEFAULT_WORKLOAD_SERVICE_ACCOUNT.into(),
         }
     }
@@ -81,6 +90,10 @@ impl SettingsArgs {
             self.oidc_provider_arn.clone().unwrap_or_else(|| format!("{iam}:oidc-provider/<oidc-issuer>"));
         settings.operator_role_arn =
             self.operator_role_arn.clone().unwrap_or_else(|| format!("{iam}:role/<operator-role>"));
+        settings.permissions_boundary_arn = self
+            .permissions_boundary_arn
+            .clone()
+            .unwrap_or_else(|| format!("{iam}:policy/{PERMISSIONS_BOUNDARY_PLACEHOLDER}"));
         settings.audit_log_bucket = self.audit_log_bucket.clone();
         settings.break_glass_role_arn = self.break_glass_role_arn.clone();
         settings.workload_service_account = self.workload_service_account.clone();
@@ -109,8 +122,10 @@ pub struct Settings {
     pub oidc_provider_arn: String,
     /// Role the operator runs as; administers keys and buckets.
     pub operator_role_arn: String,
-    /// Emergency role allowed to administer keys and buckets.
+    /// Emergency role allowed to administer keys and buckets and to read objects.
     pub break_glass_role_arn: Option<String>,
+    /// IAM policy set as permissions boundary of every tenant role.
+    pub permissions_boundary_arn: String,
     /// Name of the workload ServiceAccount created in every tenant namespace.
     pub workload_service_account: String,
 }
@@ -128,6 +143,7 @@ impl Settings {
             oidc_provider_arn: "arn:aws:iam::<account-id>:oidc-provider/<oidc-issuer>".into(),
             operator_role_arn: "arn:aws:iam::<account-id>:role/<operator-role>".into(),
             break_glass_role_arn: None,
+            permissions_boundary_arn: format!("arn:aws:iam::<account-id>:policy/{PERMISSIONS_BOUNDARY_PLACEHOLDER}"),
             workload_service_account: DEFAULT_WORKLOAD_SERVICE_ACCOUNT.into(),
         }
     }

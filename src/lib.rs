@@ -2,6 +2,7 @@
 //! network policies, RBAC, quotas, IAM role, KMS key and S3 bucket, and is kept that way.
 
 pub mod api;
+pub mod aws_policies;
 pub mod cloud;
 pub mod config;
 pub mod controller;

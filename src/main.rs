@@ -1,10 +1,11 @@
-//! imaging-tenant-operator: `run` the controller, `plan` a manifest offline, print the `crd`.
+//! imaging-tenant-operator: `run` the controller, `plan` a manifest offline, print the `crd` and
+//! the `aws-policies` that fence the operator.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use imaging_tenant_operator::{api, plan, run};
+use imaging_tenant_operator::{api, aws_policies, plan, run};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +32,8 @@ enum Command {
     },
     /// Print the ImagingTenant CustomResourceDefinition.
     Crd,
+    /// Print the operator's IAM policy, the tenant roles' permissions boundary and a guard-rail SCP.
+    AwsPolicies(Box<aws_policies::AwsPoliciesArgs>),
 }
 
 fn main() -> ExitCode {
@@ -42,5 +45,6 @@ fn main() -> ExitCode {
         }
         Command::Plan { file, settings } => plan::main(&file, &settings),
         Command::Run(args) => run::main(*args),
+        Command::AwsPolicies(args) => aws_policies::main(&args),
     }
 }

@@ -26,11 +26,18 @@ use crate::metrics::Metrics;
     mut_arg("cluster_name", |a| a.required(true)),
     mut_arg("aws_region", |a| a.required(true)),
     mut_arg("oidc_provider_arn", |a| a.required(true)),
-    mut_arg("operator_role_arn", |a| a.required(true))
+    mut_arg("operator_role_arn", |a| a.required(true)),
+    mut_arg("permissions_boundary_arn", |a| a.required(true))
 )]
 pub struct RunArgs {
     #[command(flatten)]
     pub settings: SettingsArgs,
+    /// Run without --break-glass-role-arn. Risky: tenant key policies name their administrators
+    /// by role ARN and give nothing to the account root, so if the operator role is deleted and
+    /// recreated (same name, new role ID) every tenant key is locked and only AWS Support can
+    /// restore access.
+    #[arg(long, env = "ITO_ALLOW_NO_BREAK_GLASS_ROLE")]
+    pub allow_no_break_glass_role: bool,
     /// Endpoint for S3, KMS, IAM and STS (an emulator or a VPC endpoint).
     #[arg(long, env = "ITO_AWS_ENDPOINT_URL")]
     pub aws_endpoint_url: Option<String>,
@@ -101,7 +108,24 @@ fn init_logging(args: &RunArgs) {
     }
 }
 
+impl RunArgs {
+    /// What clap cannot say: the break-glass role is required unless explicitly waived.
+    pub fn check(&self) -> Result<(), String> {
+        if self.settings.break_glass_role_arn.is_none() && !self.allow_no_break_glass_role {
+            return Err("--break-glass-role-arn (ITO_BREAK_GLASS_ROLE_ARN) is required: tenant key policies name \
+                their administrators by role ARN, so without a break-glass role a recreated operator role locks \
+                every tenant key. Pass --allow-no-break-glass-role to run without one anyway."
+                .into());
+        }
+        Ok(())
+    }
+}
+
 pub fn main(args: RunArgs) -> ExitCode {
+    if let Err(e) = args.check() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     init_logging(&args);
     // rustls has two providers in the dependency tree (ring for kube, aws-lc for the AWS SDK);
     // pick one for the process so neither side has to guess.
@@ -306,6 +330,39 @@ mod tests {
         assert!(!caller_is_role("arn:aws:sts::999999999999:assumed-role/imaging-tenant-operator/pod-1", role));
         assert!(!caller_is_role("arn:aws:sts::123456789012:assumed-role/other/pod-1", role));
         assert!(!caller_is_role("arn:aws:iam::123456789012:user/admin", role));
+    }
+
+    fn parse(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let required = [
+            "run",
+            "--cluster-name=c",
+            "--aws-region=us-east-1",
+            "--oidc-provider-arn=arn:aws:iam::123456789012:oidc-provider/x",
+            "--operator-role-arn=arn:aws:iam::123456789012:role/op",
+        ];
+        <Cli as clap::Parser>::try_parse_from(required.iter().chain(args)).map(|c| c.run)
+    }
+
+    #[test]
+    fn the_permissions_boundary_is_required() {
+        let Err(err) = parse(&[]) else { panic!("run without a boundary parsed") };
+        assert!(err.to_string().contains("--permissions-boundary-arn"), "{err}");
+    }
+
+    #[test]
+    fn the_break_glass_role_is_required_unless_explicitly_waived() {
+        let boundary = "--permissions-boundary-arn=arn:aws:iam::123456789012:policy/b";
+        let args = parse(&[boundary]).unwrap();
+        let err = args.check().unwrap_err();
+        assert!(err.contains("--break-glass-role-arn") && err.contains("--allow-no-break-glass-role"), "{err}");
+        assert!(parse(&[boundary, "--allow-no-break-glass-role"]).unwrap().check().is_ok());
+        let with_role = parse(&[boundary, "--break-glass-role-arn=arn:aws:iam::123456789012:role/bg"]).unwrap();
+        assert!(with_role.check().is_ok());
     }
 
     #[test]

@@ -100,8 +100,9 @@ fn default_render_is_the_production_shape() {
     assert_eq!(config["ITO_LEADER_ELECTION_LEASE"], "ito-imaging-tenant-operator");
     assert_eq!(config["ITO_METRICS_ADDR"], "0.0.0.0:8080");
     assert_eq!(config["ITO_HEALTH_ADDR"], "0.0.0.0:8081");
-    for optional in ["ITO_AWS_ENDPOINT_URL", "ITO_AUDIT_LOG_BUCKET", "ITO_BREAK_GLASS_ROLE_ARN", "ITO_TENANT_SELECTOR"]
-    {
+    assert_eq!(config["ITO_PERMISSIONS_BOUNDARY_ARN"], "arn:aws:iam::111122223333:policy/imaging-tenant-boundary");
+    assert_eq!(config["ITO_ALLOW_NO_BREAK_GLASS_ROLE"], "false");
+    for optional in ["ITO_AWS_ENDPOINT_URL", "ITO_AUDIT_LOG_BUCKET", "ITO_TENANT_SELECTOR"] {
         assert!(config.get(optional).is_none(), "{optional} is unset by default, not empty");
     }
 
@@ -221,6 +222,8 @@ fn full_values_reach_every_object() {
         "ITO_BUCKET_PREFIX": "acme-img",
         "ITO_AUDIT_LOG_BUCKET": "acme-imaging-audit-logs",
         "ITO_BREAK_GLASS_ROLE_ARN": "arn:aws:iam::111122223333:role/imaging-break-glass",
+        "ITO_ALLOW_NO_BREAK_GLASS_ROLE": "true",
+        "ITO_PERMISSIONS_BOUNDARY_ARN": "arn:aws:iam::111122223333:policy/platform/imaging-tenant-boundary",
         "ITO_WORKLOAD_SERVICE_ACCOUNT": "dicom-workload",
         "ITO_RESYNC_INTERVAL": "5m",
         "ITO_CONCURRENCY": "16",
@@ -343,6 +346,8 @@ clustername: prod-1            # misspelt
 awsRegion: us-east-1
 oidcProviderArn: arn:aws:iam::111122223333:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/X
 operatorRoleArn: imaging-tenant-operator
+permissionsBoundaryArn: arn:aws:iam::111122223333:policy/imaging-tenant-boundary
+breakGlassRoleArn: arn:aws:iam::111122223333:role/imaging-break-glass
 concurrency: "8"
 logFormat: xml
 resyncInterval: 0s
@@ -366,6 +371,18 @@ networkPolicy:
     ] {
         assert!(message.contains(expected), "expected {expected:?} in:\n{message}");
     }
+
+    // A break-glass role, unless explicitly waived.
+    let message = rejected("{}", &["--values", MINIMAL_VALUES, "--set", "breakGlassRoleArn="]);
+    assert!(message.contains("at '/breakGlassRoleArn'"), "{message}");
+    let mut cmd = helm();
+    cmd.args(["template", "ito", CHART, "--values", MINIMAL_VALUES]).args([
+        "--set",
+        "breakGlassRoleArn=",
+        "--set",
+        "allowNoBreakGlassRole=true",
+    ]);
+    run(cmd, None);
 }
 
 #[test]

@@ -39,6 +39,8 @@ pub struct RoleSpec {
     pub name: String,
     pub path: String,
     pub arn: String,
+    /// ARN of the IAM policy set as the role's permissions boundary.
+    pub permissions_boundary: String,
     pub description: String,
     pub trust_policy: Value,
     pub inline_policy_name: String,
@@ -162,6 +164,7 @@ pub fn render_with(tenant: &ImagingTenant, settings: &Settings, key_arn: Option<
             name: names::role_name(tenant, settings),
             path: names::ROLE_PATH.to_string(),
             arn: role_arn.clone(),
+            permissions_boundary: settings.permissions_boundary_arn.clone(),
             description: format!("Workloads of imaging tenant {name} ({uid}) in cluster {}", settings.cluster_name),
             trust_policy: trust_policy(tenant, settings),
             inline_policy_name: ROLE_POLICY_NAME.to_string(),
@@ -248,9 +251,35 @@ pub fn trust_policy(tenant: &ImagingTenant, settings: &Settings) -> Value {
     })
 }
 
-/// Invariant 4: the role's permissions name only the tenant's bucket and key. Workloads read and
-/// write images; they can delete an object (under versioning that leaves a recoverable delete
-/// marker) but not a version, and cannot change any bucket setting, retention or legal hold.
+/// What a tenant role may do on its bucket: list it and its multipart uploads.
+pub const TENANT_BUCKET_ACTIONS: [&str; 3] = ["s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"];
+/// What a tenant role may do on its objects: read and write images, and delete an object (under
+/// versioning that leaves a recoverable delete marker), but not a version, a retention or a
+/// legal hold.
+pub const TENANT_OBJECT_ACTIONS: [&str; 5] =
+    ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:ListMultipartUploadParts", "s3:PutObject"];
+/// What a tenant role may do with its key, only through S3.
+pub const TENANT_KEY_ACTIONS: [&str; 2] = ["kms:Decrypt", "kms:GenerateDataKey"];
+
+/// Every S3 action on object data or its protection: reading, writing and deleting objects and
+/// versions, their ACLs, tags, retention and legal holds, restores, replication, and bypassing
+/// governance retention. The bucket policy keeps these to the tenant role and the break-glass
+/// role; the operator administers the bucket and never needs one of them.
+pub const OBJECT_DATA_ACTIONS: [&str; 10] = [
+    "s3:AbortMultipartUpload",
+    "s3:BypassGovernanceRetention",
+    "s3:DeleteObject*",
+    "s3:GetObject*",
+    "s3:ListMultipartUploadParts",
+    "s3:PutObject*",
+    "s3:ReplicateDelete",
+    "s3:ReplicateObject",
+    "s3:ReplicateTags",
+    "s3:RestoreObject",
+];
+
+/// Invariant 4: the role's permissions name only the tenant's bucket and key, and its key only
+/// for that bucket (the encryption context S3 sends with a Bucket Key is the bucket's ARN).
 pub fn role_policy(settings: &Settings, bucket_arn: &str, key_arn: &str) -> Value {
     json!({
         "Version": POLICY_VERSION,
@@ -258,27 +287,24 @@ pub fn role_policy(settings: &Settings, bucket_arn: &str, key_arn: &str) -> Valu
             {
                 "Sid": "ListTenantBucket",
                 "Effect": "Allow",
-                "Action": ["s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"],
+                "Action": TENANT_BUCKET_ACTIONS,
                 "Resource": bucket_arn,
             },
             {
                 "Sid": "ReadWriteTenantObjects",
                 "Effect": "Allow",
-                "Action": [
-                    "s3:AbortMultipartUpload",
-                    "s3:DeleteObject",
-                    "s3:GetObject",
-                    "s3:ListMultipartUploadParts",
-                    "s3:PutObject",
-                ],
+                "Action": TENANT_OBJECT_ACTIONS,
                 "Resource": format!("{bucket_arn}/*"),
             },
             {
-                "Sid": "UseTenantKeyThroughS3",
+                "Sid": "UseTenantKeyThroughS3ForTheBucket",
                 "Effect": "Allow",
-                "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                "Action": TENANT_KEY_ACTIONS,
                 "Resource": key_arn,
-                "Condition": {"StringEquals": {"kms:ViaService": s3_service(settings)}},
+                "Condition": {"StringEquals": {
+                    "kms:ViaService": s3_service(settings),
+                    "kms:EncryptionContext:aws:s3:arn": bucket_arn,
+                }},
             },
         ]
     })
@@ -336,7 +362,7 @@ pub fn key_policy(settings: &Settings, role_arn: &str) -> Value {
                 "Sid": "TenantRoleThroughS3",
                 "Effect": "Allow",
                 "Principal": {"AWS": role_arn},
-                "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                "Action": TENANT_KEY_ACTIONS,
                 "Resource": "*",
                 "Condition": {
                     "StringEquals": {
@@ -350,7 +376,9 @@ pub fn key_policy(settings: &Settings, role_arn: &str) -> Value {
 }
 
 /// Invariant 4: TLS 1.2 or better, only the tenant role and the administrators, and no object
-/// written with another key.
+/// written with another key. Within that, object data is for the tenant role (and break-glass),
+/// never the operator; bucket configuration is for the operator and break-glass, never the
+/// tenant role.
 ///
 /// Uploads without encryption headers are allowed: the bucket's default encryption applies the
 /// tenant key to them, and multipart `UploadPart` requests never carry those headers. What is
@@ -360,6 +388,9 @@ pub fn bucket_policy(settings: &Settings, bucket_arn: &str, role_arn: &str, key_
     let objects = format!("{bucket_arn}/*");
     let mut admitted = vec![role_arn.to_string()];
     admitted.extend(administrators(settings));
+    let mut data_readers = vec![role_arn.to_string()];
+    data_readers.extend(settings.break_glass_role_arn.clone());
+    let tenant_actions: Vec<&str> = OBJECT_DATA_ACTIONS.iter().chain(&TENANT_BUCKET_ACTIONS).copied().collect();
     json!({
         "Version": POLICY_VERSION,
         "Statement": [
@@ -372,7 +403,7 @@ pub fn bucket_policy(settings: &Settings, bucket_arn: &str, role_arn: &str, key_
                 "Condition": {"Bool": {"aws:SecureTransport": "false"}},
             },
             {
-                "Sid": "DenyTlsBelow1_2",
+                "Sid": "DenyTlsBelowVersion12",
                 "Effect": "Deny",
                 "Principal": "*",
                 "Action": "s3:*",
@@ -388,6 +419,24 @@ pub fn bucket_policy(settings: &Settings, bucket_arn: &str, role_arn: &str, key_
                 "Action": "s3:*",
                 "Resource": bucket_and_objects,
                 "Condition": {"ArnNotEquals": {"aws:PrincipalArn": admitted}},
+            },
+            {
+                // The operator can rewrite this policy, so this statement alone does not keep
+                // it from the data: the guard-rail SCP of `aws-policies` does that.
+                "Sid": "DenyObjectDataToAllButTenantRoleAndBreakGlass",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": OBJECT_DATA_ACTIONS,
+                "Resource": bucket_and_objects,
+                "Condition": {"ArnNotEquals": {"aws:PrincipalArn": data_readers}},
+            },
+            {
+                "Sid": "DenyBucketConfigurationToAllButAdministrators",
+                "Effect": "Deny",
+                "Principal": "*",
+                "NotAction": tenant_actions,
+                "Resource": bucket_and_objects,
+                "Condition": {"ArnNotEquals": {"aws:PrincipalArn": administrators(settings)}},
             },
             {
                 "Sid": "DenyOtherKmsKeys",
@@ -473,6 +522,7 @@ mod tests {
             oidc_provider_arn: "arn:aws:iam::111122223333:oidc-provider/oidc.eks.eu-central-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE".into(),
             operator_role_arn: "arn:aws:iam::111122223333:role/imaging-tenant-operator".into(),
             break_glass_role_arn: Some("arn:aws:iam::111122223333:role/ops/break-glass".into()),
+            permissions_boundary_arn: "arn:aws:iam::111122223333:policy/imaging-tenant-boundary".into(),
             workload_service_account: "imaging-workload".into(),
         }
     }
@@ -549,6 +599,67 @@ mod tests {
         let policy = render(&group_a(), &settings()).key.policy.to_string();
         assert!(!policy.contains(":root"), "{policy}");
         assert!(!policy.contains("\"kms:*\""), "{policy}");
+    }
+
+    fn statement<'a>(policy: &'a Value, sid: &str) -> &'a Value {
+        policy["Statement"].as_array().unwrap().iter().find(|s| s["Sid"] == sid).unwrap_or_else(|| panic!("{sid}"))
+    }
+
+    #[test]
+    fn every_role_carries_the_permissions_boundary() {
+        let role = render(&group_a(), &settings()).role;
+        assert_eq!(role.permissions_boundary, "arn:aws:iam::111122223333:policy/imaging-tenant-boundary");
+    }
+
+    #[test]
+    fn the_tenant_role_uses_its_key_only_for_its_bucket_through_s3() {
+        let aws = render(&group_a(), &settings());
+        let key_use = statement(&aws.role.inline_policy, "UseTenantKeyThroughS3ForTheBucket");
+        assert_eq!(key_use["Action"], json!(["kms:Decrypt", "kms:GenerateDataKey"]));
+        assert_eq!(
+            key_use["Condition"],
+            json!({"StringEquals": {
+                "kms:ViaService": "s3.eu-central-1.amazonaws.com",
+                "kms:EncryptionContext:aws:s3:arn": aws.bucket.arn,
+            }})
+        );
+    }
+
+    #[test]
+    fn only_the_tenant_role_and_break_glass_reach_object_data() {
+        let s = settings();
+        let aws = render(&group_a(), &s);
+        let data = statement(&aws.bucket.policy, "DenyObjectDataToAllButTenantRoleAndBreakGlass");
+        assert_eq!(data["Effect"], "Deny");
+        assert_eq!(data["Action"], json!(OBJECT_DATA_ACTIONS));
+        assert_eq!(
+            data["Condition"],
+            json!({"ArnNotEquals": {"aws:PrincipalArn": [aws.role.arn, s.break_glass_role_arn.clone().unwrap()]}})
+        );
+        for action in
+            ["s3:GetObject*", "s3:PutObject*", "s3:DeleteObject*", "s3:BypassGovernanceRetention", "s3:RestoreObject"]
+        {
+            assert!(OBJECT_DATA_ACTIONS.contains(&action), "{action}");
+        }
+        let config = statement(&aws.bucket.policy, "DenyBucketConfigurationToAllButAdministrators");
+        assert_eq!(config["Effect"], "Deny");
+        let not_action: Vec<&str> =
+            config["NotAction"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        for action in OBJECT_DATA_ACTIONS.iter().chain(&TENANT_BUCKET_ACTIONS) {
+            assert!(not_action.contains(action), "{action}");
+        }
+        assert!(!not_action.iter().any(|a| a.starts_with("s3:PutBucket") || a.starts_with("s3:PutLifecycle")));
+        assert_eq!(config["Condition"], json!({"ArnNotEquals": {"aws:PrincipalArn": administrators(&s)}}));
+    }
+
+    #[test]
+    fn the_key_policy_gives_administrators_no_data_use() {
+        let policy = render(&group_a(), &settings()).key.policy;
+        let admins = statement(&policy, "KeyAdministrators");
+        let actions: Vec<&str> = admins["Action"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        for data in ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:ReEncrypt"] {
+            assert!(!actions.iter().any(|a| a.starts_with(data) || a.ends_with('*')), "{data} in {actions:?}");
+        }
     }
 
     #[test]

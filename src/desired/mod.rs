@@ -1,6 +1,7 @@
 //! Pure: a tenant and the operator settings in, every Kubernetes object and AWS resource the
 //! tenant should have out. No client, no I/O: the controller and `plan` share this code.
 
+pub mod account;
 pub mod aws;
 pub mod kubernetes;
 pub mod names;

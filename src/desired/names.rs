@@ -94,19 +94,25 @@ pub fn bucket_name_from(prefix: &str, tenant: &str, hash: &str) -> String {
 }
 
 pub fn key_alias_from(cluster: &str, tenant: &str, hash: &str) -> String {
-    let cluster = if is_placeholder(cluster) {
+    let cluster = alias_cluster(cluster);
+    let tenant = match truncate(&alias_piece(tenant), ALIAS_TENANT_MAX) {
+        t if t.is_empty() => "tenant".to_string(),
+        t => t,
+    };
+    format!("{ALIAS_PREFIX}{cluster}/{tenant}-{hash}")
+}
+
+/// The cluster's part of its key aliases: `alias/imaging/<this>/...`. The operator's IAM policy
+/// names the aliases of one cluster with it.
+pub fn alias_cluster(cluster: &str) -> String {
+    if is_placeholder(cluster) {
         cluster.to_string()
     } else {
         match truncate(&alias_piece(cluster), ALIAS_CLUSTER_MAX) {
             c if c.is_empty() => "cluster".to_string(),
             c => c,
         }
-    };
-    let tenant = match truncate(&alias_piece(tenant), ALIAS_TENANT_MAX) {
-        t if t.is_empty() => "tenant".to_string(),
-        t => t,
-    };
-    format!("{ALIAS_PREFIX}{cluster}/{tenant}-{hash}")
+    }
 }
 
 pub fn role_name_from(tenant: &str, hash: &str) -> String {

@@ -24,6 +24,7 @@ pub const OIDC_PROVIDER_ARN: &str =
     "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/TESTCLUSTER";
 pub const OPERATOR_ROLE_ARN: &str = "arn:aws:iam::123456789012:role/imaging-tenant-operator";
 pub const BREAK_GLASS_ROLE_ARN: &str = "arn:aws:iam::123456789012:role/imaging-break-glass";
+pub const PERMISSIONS_BOUNDARY_ARN: &str = "arn:aws:iam::123456789012:policy/imaging-tenant-boundary";
 pub const CLUSTER: &str = "test-cluster";
 
 /// Installs the CRD (as `imaging-tenant-operator crd` prints it) once per test binary and waits
@@ -50,6 +51,7 @@ pub fn run_command(cp: &ControlPlane, moto: &Moto, metrics_port: u16, health_por
         .env("ITO_OIDC_PROVIDER_ARN", OIDC_PROVIDER_ARN)
         .env("ITO_OPERATOR_ROLE_ARN", OPERATOR_ROLE_ARN)
         .env("ITO_BREAK_GLASS_ROLE_ARN", BREAK_GLASS_ROLE_ARN)
+        .env("ITO_PERMISSIONS_BOUNDARY_ARN", PERMISSIONS_BOUNDARY_ARN)
         .env("ITO_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
         .env("ITO_HEALTH_ADDR", format!("127.0.0.1:{health_port}"))
         .env("ITO_LOG_LEVEL", "info,imaging_tenant_operator=debug");

@@ -1,0 +1,249 @@
+//! `aws-policies`: print the operator's identity policy, the permissions boundary of the tenant
+//! roles and the guard-rail SCP for one account, partition, region and cluster. Offline: the
+//! documents come from [`crate::desired::account`].
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::Settings;
+use crate::desired::account::{self, AccountPolicies};
+use crate::desired::names::validate_bucket_prefix;
+
+pub const DEFAULT_OPERATOR_ROLE_NAME: &str = "imaging-tenant-operator";
+pub const DEFAULT_PERMISSIONS_BOUNDARY_NAME: &str = "imaging-tenant-boundary";
+
+#[derive(clap::Args, Debug, Clone)]
+#[command(after_help = "Create the permissions boundary as a customer-managed policy of that name, attach the \
+    operator policy to the operator role, run the operator with --permissions-boundary-arn, and attach the \
+    guard-rail SCP to the account's organizational unit. deploy/iam/ holds the output for placeholder values \
+    (`make iam-policies`).")]
+pub struct AwsPoliciesArgs {
+    /// AWS account of the tenants (12 digits).
+    #[arg(long)]
+    pub account_id: String,
+    /// AWS partition of the account.
+    #[arg(long, value_parser = ["aws", "aws-us-gov", "aws-cn"])]
+    pub partition: String,
+    /// AWS region of the tenant buckets and keys (the operator's --aws-region).
+    #[arg(long)]
+    pub region: String,
+    /// Name of the cluster (the operator's --cluster-name).
+    #[arg(long)]
+    pub cluster_name: String,
+    /// First part of every tenant bucket name (the operator's --bucket-prefix). Give each cluster
+    /// its own: the operator's S3 permissions are scoped by it.
+    #[arg(long, value_parser = bucket_prefix)]
+    pub bucket_prefix: String,
+    /// Name (with its path, if any, e.g. platform/imaging-tenant-operator) of the role the
+    /// operator runs as.
+    #[arg(long, default_value = DEFAULT_OPERATOR_ROLE_NAME)]
+    pub operator_role_name: String,
+    /// ARN of the emergency role (the operator's --break-glass-role-arn): the only principal the
+    /// SCP lets remove a tenant role's boundary or change the boundary policy.
+    #[arg(long)]
+    pub break_glass_role_arn: Option<String>,
+    /// Name (with its path, if any) of the customer-managed policy used as permissions boundary.
+    #[arg(long, default_value = DEFAULT_PERMISSIONS_BOUNDARY_NAME)]
+    pub permissions_boundary_name: String,
+    /// Output format: the three documents with a heading each, or one JSON object.
+    #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+    /// Print only this document, as JSON (what `deploy/iam/` holds).
+    #[arg(long, value_enum)]
+    pub only: Option<Document>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Document {
+    OperatorPolicy,
+    PermissionsBoundary,
+    GuardrailScp,
+}
+
+impl Document {
+    pub const ALL: [Document; 3] = [Document::OperatorPolicy, Document::PermissionsBoundary, Document::GuardrailScp];
+
+    /// The file of `deploy/iam/` that holds this document.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Document::OperatorPolicy => "operator-policy.json",
+            Document::PermissionsBoundary => "permissions-boundary.json",
+            Document::GuardrailScp => "guardrail-scp.json",
+        }
+    }
+
+    /// The value of `--only`.
+    pub fn flag_value(self) -> &'static str {
+        match self {
+            Document::OperatorPolicy => "operator-policy",
+            Document::PermissionsBoundary => "permissions-boundary",
+            Document::GuardrailScp => "guardrail-scp",
+        }
+    }
+
+    pub fn of(self, policies: &AccountPolicies) -> &Value {
+        match self {
+            Document::OperatorPolicy => &policies.operator_policy,
+            Document::PermissionsBoundary => &policies.permissions_boundary,
+            Document::GuardrailScp => &policies.guardrail_scp,
+        }
+    }
+}
+
+fn bucket_prefix(prefix: &str) -> Result<String, String> {
+    validate_bucket_prefix(prefix)?;
+    Ok(prefix.to_string())
+}
+
+/// An IAM name with an optional path: `name` or `path/to/name`, IAM's characters only.
+fn iam_path_and_name(what: &str, value: &str) -> Result<(), String> {
+    let ok = !value.is_empty()
+        && !value.starts_with('/')
+        && !value.ends_with('/')
+        && !value.contains("//")
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@_-/".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{what} {value:?} is not an IAM name (letters, digits, +=,.@_- and / between path parts)"))
+    }
+}
+
+impl AwsPoliciesArgs {
+    /// The settings the policies are built from.
+    pub fn to_settings(&self) -> Result<Settings, String> {
+        if self.account_id.len() != 12 || !self.account_id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("--account-id must be 12 digits, not {:?}", self.account_id));
+        }
+        let region_partition = Settings::partition_of(&self.region);
+        if region_partition != self.partition {
+            return Err(format!(
+                "--region {} is in partition {region_partition}, not --partition {}",
+                self.region, self.partition
+            ));
+        }
+        if self.region.is_empty()
+            || !self.region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(format!("--region {:?} is not an AWS region name", self.region));
+        }
+        if self.cluster_name.is_empty() {
+            return Err("--cluster-name must not be empty".into());
+        }
+        iam_path_and_name("--operator-role-name", &self.operator_role_name)?;
+        iam_path_and_name("--permissions-boundary-name", &self.permissions_boundary_name)?;
+        let iam = format!("arn:{}:iam::{}", self.partition, self.account_id);
+        if let Some(arn) = &self.break_glass_role_arn
+            && !arn.starts_with(&format!("arn:{}:iam::", self.partition))
+        {
+            return Err(format!(
+                "--break-glass-role-arn {arn:?} is not an IAM role ARN of partition {}",
+                self.partition
+            ));
+        }
+        Ok(Settings {
+            cluster_name: self.cluster_name.clone(),
+            region: self.region.clone(),
+            partition: self.partition.clone(),
+            account_id: self.account_id.clone(),
+            bucket_prefix: self.bucket_prefix.clone(),
+            operator_role_arn: format!("{iam}:role/{}", self.operator_role_name),
+            break_glass_role_arn: self.break_glass_role_arn.clone(),
+            permissions_boundary_arn: format!("{iam}:policy/{}", self.permissions_boundary_name),
+            ..Settings::placeholder()
+        })
+    }
+}
+
+/// One document as `deploy/iam/` holds it: pretty JSON and a final newline.
+pub fn document_json(value: &Value) -> String {
+    let mut out = serde_json::to_string_pretty(value).expect("policies serialize to JSON");
+    out.push('\n');
+    out
+}
+
+/// What `aws-policies` prints for these settings.
+pub fn render(settings: &Settings, format: Format, only: Option<Document>) -> String {
+    let policies = account::policies(settings);
+    if let Some(document) = only {
+        return document_json(document.of(&policies));
+    }
+    match format {
+        Format::Json => {
+            #[derive(Serialize)]
+            #[serde(rename_all = "camelCase")]
+            struct Output<'a> {
+                operator_role_arn: &'a str,
+                permissions_boundary_arn: &'a str,
+                #[serde(flatten)]
+                policies: &'a AccountPolicies,
+            }
+            document_json(
+                &serde_json::to_value(Output {
+                    operator_role_arn: &settings.operator_role_arn,
+                    permissions_boundary_arn: &settings.permissions_boundary_arn,
+                    policies: &policies,
+                })
+                .expect("policies serialize to JSON"),
+            )
+        }
+        Format::Text => {
+            let sections = [
+                (
+                    format!("Identity policy of the operator role {}", settings.operator_role_arn),
+                    &policies.operator_policy,
+                ),
+                (
+                    format!(
+                        "Permissions boundary of every tenant role: create it as the customer-managed policy {}\n# and run the operator with --permissions-boundary-arn {}",
+                        settings.permissions_boundary_arn, settings.permissions_boundary_arn
+                    ),
+                    &policies.permissions_boundary,
+                ),
+                (
+                    "Guard-rail service control policy: attach it to the account's organizational unit".to_string(),
+                    &policies.guardrail_scp,
+                ),
+            ];
+            let mut out = String::new();
+            for (i, (heading, document)) in sections.iter().enumerate() {
+                if i > 0 {
+                    out.push('\n');
+                }
+                out.push_str(&format!("# {heading}\n"));
+                out.push_str(&document_json(document));
+            }
+            out
+        }
+    }
+}
+
+/// `imaging-tenant-operator aws-policies ...`.
+pub fn main(args: &AwsPoliciesArgs) -> ExitCode {
+    let settings = match args.to_settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rendered = render(&settings, args.output, args.only);
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(rendered.as_bytes()).and_then(|()| stdout.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: writing the policies: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
