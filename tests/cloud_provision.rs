@@ -404,3 +404,33 @@ async fn the_account_id_comes_from_sts() {
     let moto = Moto::shared().await;
     assert_eq!(connect(moto).await.cloud.account_id().await.unwrap(), ACCOUNT);
 }
+
+#[tokio::test]
+async fn every_role_carries_the_permissions_boundary_and_a_removed_one_is_restored() {
+    let moto = Moto::shared().await;
+    let settings = settings(None);
+    let t = tenant("boundary", json!({}));
+    let aws = connect(moto).await;
+    let cloud = &aws.cloud;
+    let mut ids = KeepIds::default();
+    let first = provision(cloud, &t, &settings, &mut ids).await;
+    assert!(all_ok(&first), "{}", verdicts(&first));
+    let role = desired(&t, &settings, &ids.ids).role.name;
+    let boundary = |out: aws_sdk_iam::operation::get_role::GetRoleOutput| {
+        out.role.and_then(|r| r.permissions_boundary).and_then(|b| b.permissions_boundary_arn)
+    };
+    let live = boundary(aws.iam.get_role().role_name(&role).send().await.unwrap());
+    assert_eq!(live.as_deref(), Some(settings.permissions_boundary_arn.as_str()), "created with the boundary");
+
+    // A role without it (removed, or created by an earlier version) gets it back.
+    aws.iam.delete_role_permissions_boundary().role_name(&role).send().await.unwrap();
+    let second = provision(cloud, &t, &settings, &mut ids).await;
+    assert!(all_ok(&second), "{}", verdicts(&second));
+    let live = boundary(aws.iam.get_role().role_name(&role).send().await.unwrap());
+    assert_eq!(live.as_deref(), Some(settings.permissions_boundary_arn.as_str()), "restored");
+    assert!(
+        second.events.iter().any(|e| e.reason == REPAIRED && e.note.contains("permissions boundary")),
+        "{:?}",
+        second.events
+    );
+}

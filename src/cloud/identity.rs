@@ -24,6 +24,8 @@ const PAGE: i32 = 100;
 struct LiveRole {
     arn: String,
     trust_policy: Option<String>,
+    /// ARN of the role's permissions boundary, if it has one.
+    boundary: Option<String>,
     tags: Tags,
 }
 
@@ -34,6 +36,7 @@ impl Aws {
         Ok(out.and_then(|o| o.role).map(|r| LiveRole {
             arn: r.arn,
             trust_policy: r.assume_role_policy_document,
+            boundary: r.permissions_boundary.and_then(|b| b.permissions_boundary_arn),
             tags: r.tags.unwrap_or_default().into_iter().map(|t| (t.key, t.value)).collect(),
         }))
     }
@@ -114,6 +117,7 @@ impl Identities for Aws {
                 .path(&want.path)
                 .description(&want.description)
                 .assume_role_policy_document(want.trust_policy.to_string())
+                .permissions_boundary(&want.permissions_boundary)
                 .set_tags(Some(Tags(want.tags.clone()).iam()?))
                 .send()
                 .await;
@@ -139,6 +143,32 @@ impl Identities for Aws {
         step.record(|ids| ids.role = Some(recorded)).await?;
 
         let resource = role(want);
+        // Before any policy write: the operator may write role policies only on roles that
+        // carry the boundary (roles created by earlier versions get it here).
+        Setting { kind: KIND, what: "permissions boundary", resource: &resource }
+            .converge(
+                step,
+                live.boundary.clone(),
+                |b| b.as_deref() == Some(want.permissions_boundary.as_str()),
+                async {
+                    self.iam
+                        .put_role_permissions_boundary()
+                        .role_name(&want.name)
+                        .permissions_boundary(&want.permissions_boundary)
+                        .send()
+                        .await
+                        .aws_context("iam:PutRolePermissionsBoundary", &resource)?;
+                    Ok(self.get_role(want).await?.and_then(|r| r.boundary))
+                },
+                |answer| format!("wanted {}, IAM answers {answer:?}", want.permissions_boundary),
+                |found| {
+                    format!(
+                        "set the permissions boundary {} on IAM role {} (found {found:?})",
+                        want.permissions_boundary, want.name
+                    )
+                },
+            )
+            .await?;
         let trust = live
             .trust_policy
             .as_deref()
