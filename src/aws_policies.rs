@@ -12,8 +12,8 @@ use crate::config::Settings;
 use crate::desired::account::{self, AccountPolicies};
 use crate::desired::names::validate_bucket_prefix;
 
-pub const DEFAULT_OPERATOR_ROLE_NAME: &str = "imaging-tenant-operator";
-pub const DEFAULT_PERMISSIONS_BOUNDARY_NAME: &str = "imaging-tenant-boundary";
+pub(crate) const DEFAULT_OPERATOR_ROLE_NAME: &str = "imaging-tenant-operator";
+pub(crate) const DEFAULT_PERMISSIONS_BOUNDARY_NAME: &str = "imaging-tenant-boundary";
 
 #[derive(clap::Args, Debug, Clone)]
 #[command(after_help = "Create the permissions boundary as a customer-managed policy of that name, attach the \
@@ -23,74 +23,54 @@ pub const DEFAULT_PERMISSIONS_BOUNDARY_NAME: &str = "imaging-tenant-boundary";
 pub struct AwsPoliciesArgs {
     /// AWS account of the tenants (12 digits).
     #[arg(long)]
-    pub account_id: String,
+    pub(crate) account_id: String,
     /// AWS partition of the account.
     #[arg(long, value_parser = ["aws", "aws-us-gov", "aws-cn"])]
-    pub partition: String,
+    pub(crate) partition: String,
     /// AWS region of the tenant buckets and keys (the operator's --aws-region).
     #[arg(long)]
-    pub region: String,
+    pub(crate) region: String,
     /// Name of the cluster (the operator's --cluster-name).
     #[arg(long)]
-    pub cluster_name: String,
+    pub(crate) cluster_name: String,
     /// First part of every tenant bucket name (the operator's --bucket-prefix). Give each cluster
     /// its own: the operator's S3 permissions are scoped by it.
     #[arg(long, value_parser = bucket_prefix)]
-    pub bucket_prefix: String,
+    pub(crate) bucket_prefix: String,
     /// Name (with its path, if any, e.g. platform/imaging-tenant-operator) of the role the
     /// operator runs as.
     #[arg(long, default_value = DEFAULT_OPERATOR_ROLE_NAME)]
-    pub operator_role_name: String,
+    pub(crate) operator_role_name: String,
     /// ARN of the emergency role (the operator's --break-glass-role-arn): the only principal the
     /// SCP lets remove a tenant role's boundary or change the boundary policy.
     #[arg(long)]
-    pub break_glass_role_arn: Option<String>,
+    pub(crate) break_glass_role_arn: Option<String>,
     /// Name (with its path, if any) of the customer-managed policy used as permissions boundary.
     #[arg(long, default_value = DEFAULT_PERMISSIONS_BOUNDARY_NAME)]
-    pub permissions_boundary_name: String,
+    pub(crate) permissions_boundary_name: String,
     /// Output format: the three documents with a heading each, or one JSON object.
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
-    pub output: Format,
+    pub(crate) output: Format,
     /// Print only this document, as JSON (what `deploy/iam/` holds).
     #[arg(long, value_enum)]
-    pub only: Option<Document>,
+    pub(crate) only: Option<Document>,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     Text,
     Json,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Document {
+pub(crate) enum Document {
     OperatorPolicy,
     PermissionsBoundary,
     GuardrailScp,
 }
 
 impl Document {
-    pub const ALL: [Document; 3] = [Document::OperatorPolicy, Document::PermissionsBoundary, Document::GuardrailScp];
-
-    /// The file of `deploy/iam/` that holds this document.
-    pub fn file_name(self) -> &'static str {
-        match self {
-            Document::OperatorPolicy => "operator-policy.json",
-            Document::PermissionsBoundary => "permissions-boundary.json",
-            Document::GuardrailScp => "guardrail-scp.json",
-        }
-    }
-
-    /// The value of `--only`.
-    pub fn flag_value(self) -> &'static str {
-        match self {
-            Document::OperatorPolicy => "operator-policy",
-            Document::PermissionsBoundary => "permissions-boundary",
-            Document::GuardrailScp => "guardrail-scp",
-        }
-    }
-
-    pub fn of(self, policies: &AccountPolicies) -> &Value {
+    pub(crate) fn of(self, policies: &AccountPolicies) -> &Value {
         match self {
             Document::OperatorPolicy => &policies.operator_policy,
             Document::PermissionsBoundary => &policies.permissions_boundary,
@@ -120,7 +100,7 @@ fn iam_path_and_name(what: &str, value: &str) -> Result<(), String> {
 
 impl AwsPoliciesArgs {
     /// The settings the policies are built from.
-    pub fn to_settings(&self) -> Result<Settings, String> {
+    pub(crate) fn to_settings(&self) -> Result<Settings, String> {
         if self.account_id.len() != 12 || !self.account_id.bytes().all(|b| b.is_ascii_digit()) {
             return Err(format!("--account-id must be 12 digits, not {:?}", self.account_id));
         }
@@ -165,14 +145,14 @@ impl AwsPoliciesArgs {
 }
 
 /// One document as `deploy/iam/` holds it: pretty JSON and a final newline.
-pub fn document_json(value: &Value) -> String {
+pub(crate) fn document_json(value: &Value) -> String {
     let mut out = serde_json::to_string_pretty(value).expect("policies serialize to JSON");
     out.push('\n');
     out
 }
 
 /// What `aws-policies` prints for these settings.
-pub fn render(settings: &Settings, format: Format, only: Option<Document>) -> String {
+pub(crate) fn render(settings: &Settings, format: Format, only: Option<Document>) -> String {
     let policies = account::policies(settings);
     if let Some(document) = only {
         return document_json(document.of(&policies));

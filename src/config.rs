@@ -3,10 +3,10 @@
 
 use crate::desired::names::validate_bucket_prefix;
 
-pub const DEFAULT_BUCKET_PREFIX: &str = "imaging";
-pub const DEFAULT_WORKLOAD_SERVICE_ACCOUNT: &str = "imaging-workload";
+pub(crate) const DEFAULT_BUCKET_PREFIX: &str = "imaging";
+pub(crate) const DEFAULT_WORKLOAD_SERVICE_ACCOUNT: &str = "imaging-workload";
 /// Shown for the permissions boundary's policy name when `--permissions-boundary-arn` is not given.
-pub const PERMISSIONS_BOUNDARY_PLACEHOLDER: &str = "<permissions-boundary>";
+pub(crate) const PERMISSIONS_BOUNDARY_PLACEHOLDER: &str = "<permissions-boundary>";
 
 /// The flags (each with an environment variable) of the settings that shape what a tenant
 /// gets. `run` requires the cluster, region, OIDC provider, operator role and permissions
@@ -16,33 +16,33 @@ pub const PERMISSIONS_BOUNDARY_PLACEHOLDER: &str = "<permissions-boundary>";
 pub struct SettingsArgs {
     /// Name of this cluster: part of every bucket, alias and role name hash, and a tag.
     #[arg(long, env = "ITO_CLUSTER_NAME")]
-    pub cluster_name: Option<String>,
+    pub(crate) cluster_name: Option<String>,
     /// AWS region of the tenant buckets and keys.
     #[arg(long, env = "ITO_AWS_REGION")]
-    pub aws_region: Option<String>,
+    pub(crate) aws_region: Option<String>,
     /// First part of every bucket name.
     #[arg(long, env = "ITO_BUCKET_PREFIX", default_value = DEFAULT_BUCKET_PREFIX, value_parser = bucket_prefix)]
-    pub bucket_prefix: String,
+    pub(crate) bucket_prefix: String,
     /// Bucket receiving S3 server access logs of every tenant bucket, under '<tenant>/'.
     #[arg(long, env = "ITO_AUDIT_LOG_BUCKET")]
     pub audit_log_bucket: Option<String>,
     /// ARN of the cluster's IAM OIDC provider, trusted by tenant roles (IRSA).
     #[arg(long, env = "ITO_OIDC_PROVIDER_ARN")]
-    pub oidc_provider_arn: Option<String>,
+    pub(crate) oidc_provider_arn: Option<String>,
     /// ARN of the role the operator runs as; it administers tenant keys and buckets.
     #[arg(long, env = "ITO_OPERATOR_ROLE_ARN")]
-    pub operator_role_arn: Option<String>,
+    pub(crate) operator_role_arn: Option<String>,
     /// ARN of the emergency role allowed to administer tenant keys and buckets, and to read
     /// tenant objects; `run` requires it unless --allow-no-break-glass-role.
     #[arg(long, env = "ITO_BREAK_GLASS_ROLE_ARN")]
-    pub break_glass_role_arn: Option<String>,
+    pub(crate) break_glass_role_arn: Option<String>,
     /// ARN of the IAM policy set as permissions boundary of every tenant role (see
     /// `aws-policies`): what a tenant role may ever do, whatever its own policy says.
     #[arg(long, env = "ITO_PERMISSIONS_BOUNDARY_ARN")]
     pub permissions_boundary_arn: Option<String>,
     /// Name of the workload ServiceAccount created in every tenant namespace.
     #[arg(long, env = "ITO_WORKLOAD_SERVICE_ACCOUNT", default_value = DEFAULT_WORKLOAD_SERVICE_ACCOUNT)]
-    pub workload_service_account: String,
+    pub(crate) workload_service_account: String,
 }
 
 impl Default for SettingsArgs {
@@ -69,7 +69,7 @@ fn bucket_prefix(prefix: &str) -> Result<String, String> {
 impl SettingsArgs {
     /// The settings these flags describe, for the account `account_id` (12 digits; `run` reads
     /// it from STS). What is not given is a placeholder.
-    pub fn resolve(&self, account_id: Option<&str>) -> Result<Settings, String> {
+    pub(crate) fn resolve(&self, account_id: Option<&str>) -> Result<Settings, String> {
         let mut settings = Settings::placeholder();
         if let Some(cluster) = &self.cluster_name {
             settings.cluster_name = cluster.clone();
@@ -149,7 +149,7 @@ impl Settings {
     }
 
     /// The partition a region belongs to.
-    pub fn partition_of(region: &str) -> &'static str {
+    pub(crate) fn partition_of(region: &str) -> &'static str {
         if region.starts_with("cn-") {
             "aws-cn"
         } else if region.starts_with("us-gov-") {
@@ -160,7 +160,7 @@ impl Settings {
     }
 
     /// The OIDC issuer host and path as IAM condition keys use it (`oidc.eks...amazonaws.com/id/X`).
-    pub fn oidc_issuer(&self) -> &str {
+    pub(crate) fn oidc_issuer(&self) -> &str {
         self.oidc_provider_arn
             .split_once(":oidc-provider/")
             .map(|(_, issuer)| issuer)

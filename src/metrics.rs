@@ -14,34 +14,34 @@ use prometheus_client::registry::Registry;
 use crate::cloud::CallStats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
-    pub outcome: String,
+pub(crate) struct OutcomeLabels {
+    pub(crate) outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CategoryLabels {
-    pub category: String,
+pub(crate) struct CategoryLabels {
+    pub(crate) category: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReadyLabels {
-    pub ready: String,
+pub(crate) struct ReadyLabels {
+    pub(crate) ready: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KubeRequestLabels {
-    pub verb: String,
+pub(crate) struct KubeRequestLabels {
+    pub(crate) verb: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AwsCallLabels {
-    pub service: String,
-    pub operation: String,
-    pub outcome: String,
+pub(crate) struct AwsCallLabels {
+    pub(crate) service: String,
+    pub(crate) operation: String,
+    pub(crate) outcome: String,
 }
 
-pub struct Metrics {
-    pub registry: Mutex<Registry>,
+pub(crate) struct Metrics {
+    pub(crate) registry: Mutex<Registry>,
     reconciliations: Family<OutcomeLabels, Counter>,
     errors: Family<CategoryLabels, Counter>,
     duration: Histogram,
@@ -62,7 +62,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("imaging_tenant_operator");
         let reconciliations = Family::<OutcomeLabels, Counter>::default();
         let errors = Family::<CategoryLabels, Counter>::default();
@@ -106,21 +106,21 @@ impl Metrics {
         }
     }
 
-    pub fn shared() -> Arc<Self> {
+    pub(crate) fn shared() -> Arc<Self> {
         Arc::new(Self::new())
     }
 
-    pub fn reconciled(&self, outcome: &str, took: Duration) {
+    pub(crate) fn reconciled(&self, outcome: &str, took: Duration) {
         self.reconciliations.get_or_create(&OutcomeLabels { outcome: outcome.into() }).inc();
         self.duration.observe(took.as_secs_f64());
     }
 
-    pub fn failed(&self, category: &'static str) {
+    pub(crate) fn failed(&self, category: &'static str) {
         self.errors.get_or_create(&CategoryLabels { category: category.into() }).inc();
     }
 
     /// Adds what the cloud layer counted since the last call (its counts are cumulative).
-    pub fn record_aws(&self, now: &CallStats) {
+    pub(crate) fn record_aws(&self, now: &CallStats) {
         let mut exported = self.aws_exported.lock().expect("lock");
         let delta = now.since(&exported);
         for ((service, operation, outcome), n) in &delta.calls {
@@ -137,7 +137,7 @@ impl Metrics {
     }
 
     /// Counts one request to the Kubernetes API (called by the client's middleware).
-    pub fn kubernetes_request<B>(&self, request: &http::Request<B>) {
+    pub(crate) fn kubernetes_request<B>(&self, request: &http::Request<B>) {
         let query = request.uri().query().unwrap_or_default();
         let verb = match *request.method() {
             http::Method::GET if query.contains("watch=true") => "watch",
@@ -151,17 +151,17 @@ impl Metrics {
         self.kubernetes_requests.get_or_create(&KubeRequestLabels { verb: verb.into() }).inc();
     }
 
-    pub fn watch_restarted(&self) {
+    pub(crate) fn watch_restarted(&self) {
         self.watch_restarts.inc();
     }
 
-    pub fn tenant_ready(&self, uid: &str, ready: bool) {
+    pub(crate) fn tenant_ready(&self, uid: &str, ready: bool) {
         let mut map = self.ready_by_tenant.lock().expect("lock");
         map.insert(uid.to_string(), ready);
         self.publish_ready(&map);
     }
 
-    pub fn forget_tenant(&self, uid: &str) {
+    pub(crate) fn forget_tenant(&self, uid: &str) {
         let mut map = self.ready_by_tenant.lock().expect("lock");
         map.remove(uid);
         self.publish_ready(&map);
@@ -174,7 +174,7 @@ impl Metrics {
     }
 
     /// The text exposition format.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         let registry = self.registry.lock().expect("lock");
         prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");

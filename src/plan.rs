@@ -29,7 +29,7 @@ use crate::desired;
 use crate::desired::aws::TenantAws;
 
 mod manifest;
-pub mod validate;
+pub(crate) mod validate;
 
 pub use manifest::{Document, parse_documents};
 pub use validate::{Problem, TenantRules};
@@ -41,17 +41,17 @@ pub use validate::{Problem, TenantRules};
     printed to stderr, nothing to stdout); 2 the input could not be read.")]
 pub struct PlanSettings {
     #[command(flatten)]
-    pub settings: SettingsArgs,
+    pub(crate) settings: SettingsArgs,
     /// AWS account ID (`run` reads it from STS).
     #[arg(long, env = "ITO_ACCOUNT_ID")]
-    pub account_id: Option<String>,
+    pub(crate) account_id: Option<String>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Yaml)]
-    pub output: OutputFormat,
+    pub(crate) output: OutputFormat,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum OutputFormat {
+pub(crate) enum OutputFormat {
     /// Kubernetes objects as YAML documents, AWS resources as comments.
     #[default]
     Yaml,
@@ -61,24 +61,24 @@ pub enum OutputFormat {
 
 impl PlanSettings {
     /// The operator settings these flags describe, placeholders for the rest.
-    pub fn to_settings(&self) -> Result<Settings, String> {
+    pub(crate) fn to_settings(&self) -> Result<Settings, String> {
         self.settings.resolve(self.account_id.as_deref())
     }
 }
 
 /// What one tenant gets; `-o json` prints these as they are.
 #[derive(Serialize, Clone, Debug, PartialEq)]
-pub struct TenantPlan {
-    pub document: usize,
-    pub name: String,
+pub(crate) struct TenantPlan {
+    pub(crate) document: usize,
+    pub(crate) name: String,
     /// Every Kubernetes object, in apply order, with apiVersion and kind.
-    pub kubernetes: Vec<Value>,
+    pub(crate) kubernetes: Vec<Value>,
     /// The IAM role, KMS key and S3 bucket, with their policies.
-    pub aws: TenantAws,
+    pub(crate) aws: TenantAws,
 }
 
 impl TenantPlan {
-    pub fn new(document: usize, tenant: &ImagingTenant, settings: &Settings) -> Self {
+    pub(crate) fn new(document: usize, tenant: &ImagingTenant, settings: &Settings) -> Self {
         TenantPlan {
             document,
             name: tenant.tenant_name().to_string(),
@@ -90,18 +90,18 @@ impl TenantPlan {
 
 /// The outcome of checking every document.
 #[derive(Debug, Default)]
-pub struct Outcome {
-    pub plans: Vec<TenantPlan>,
+pub(crate) struct Outcome {
+    pub(crate) plans: Vec<TenantPlan>,
     /// One line per problem: `document 2 (group-b): spec.namespaces[1].name: ...`.
-    pub errors: Vec<String>,
-    pub invalid_documents: usize,
+    pub(crate) errors: Vec<String>,
+    pub(crate) invalid_documents: usize,
     /// Conflicts between documents that the apiserver cannot see (the operator reports them as
     /// conditions): the same tenant twice, a namespace claimed by two tenants.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// Checks and plans every document.
-pub fn plan_documents(documents: &[Document], settings: &Settings) -> Outcome {
+pub(crate) fn plan_documents(documents: &[Document], settings: &Settings) -> Outcome {
     let rules = TenantRules::new();
     let mut outcome = Outcome::default();
     let mut tenants = Vec::new();
@@ -148,7 +148,7 @@ fn conflicts(tenants: &[(usize, ImagingTenant)]) -> Vec<String> {
 }
 
 /// YAML documents: Kubernetes objects, then each tenant's AWS resources as comments.
-pub fn render_yaml(plans: &[TenantPlan]) -> String {
+pub(crate) fn render_yaml(plans: &[TenantPlan]) -> String {
     let mut out = String::from(
         "# Plan of imaging-tenant-operator, computed offline.\n\
          # Kubernetes objects are in the order the operator applies them. It also sets an owner\n\
@@ -180,7 +180,7 @@ pub fn render_yaml(plans: &[TenantPlan]) -> String {
 }
 
 /// One JSON object, for tools: `{"tenants": [{"document", "name", "kubernetes", "aws"}]}`.
-pub fn render_json(plans: &[TenantPlan]) -> String {
+pub(crate) fn render_json(plans: &[TenantPlan]) -> String {
     #[derive(Serialize)]
     struct Plan<'a> {
         tenants: &'a [TenantPlan],

@@ -31,56 +31,56 @@ use crate::metrics::Metrics;
 )]
 pub struct RunArgs {
     #[command(flatten)]
-    pub settings: SettingsArgs,
+    pub(crate) settings: SettingsArgs,
     /// Run without --break-glass-role-arn. Risky: tenant key policies name their administrators
     /// by role ARN and give nothing to the account root, so if the operator role is deleted and
     /// recreated (same name, new role ID) every tenant key is locked and only AWS Support can
     /// restore access.
     #[arg(long, env = "ITO_ALLOW_NO_BREAK_GLASS_ROLE")]
-    pub allow_no_break_glass_role: bool,
+    pub(crate) allow_no_break_glass_role: bool,
     /// Endpoint for S3, KMS, IAM and STS (an emulator or a VPC endpoint).
     #[arg(long, env = "ITO_AWS_ENDPOINT_URL")]
-    pub aws_endpoint_url: Option<String>,
+    pub(crate) aws_endpoint_url: Option<String>,
     /// How often AWS resources are re-read and drift repaired (e.g. 10m, 90s, 1h).
     #[arg(long, env = "ITO_RESYNC_INTERVAL", default_value = "10m", value_parser = parse_duration)]
-    pub resync_interval: Duration,
+    pub(crate) resync_interval: Duration,
     /// Tenants reconciled at the same time.
     #[arg(long, env = "ITO_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub concurrency: u16,
+    pub(crate) concurrency: u16,
     /// KMS CreateKey calls per second across all tenants (KMS allows 5/s per account and region).
     #[arg(long, env = "ITO_AWS_MAX_CREATE_KEY_PER_SECOND", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=50))]
-    pub aws_max_create_key_per_second: u32,
+    pub(crate) aws_max_create_key_per_second: u32,
     /// Address of the Prometheus /metrics endpoint.
     #[arg(long, env = "ITO_METRICS_ADDR", default_value = "0.0.0.0:8080")]
-    pub metrics_addr: SocketAddr,
+    pub(crate) metrics_addr: SocketAddr,
     /// Address of the /healthz and /readyz endpoints.
     #[arg(long, env = "ITO_HEALTH_ADDR", default_value = "0.0.0.0:8081")]
-    pub health_addr: SocketAddr,
+    pub(crate) health_addr: SocketAddr,
     /// Elect one active replica through a coordination.k8s.io Lease.
     #[arg(long, env = "ITO_LEADER_ELECTION", default_value_t = false, action = clap::ArgAction::Set)]
-    pub leader_election: bool,
+    pub(crate) leader_election: bool,
     /// Namespace of the Lease (defaults to the pod's namespace, POD_NAMESPACE).
     #[arg(long, env = "ITO_LEADER_ELECTION_NAMESPACE")]
-    pub leader_election_namespace: Option<String>,
+    pub(crate) leader_election_namespace: Option<String>,
     /// Name of the Lease; give each shard (--tenant-selector) its own.
     #[arg(long, env = "ITO_LEADER_ELECTION_LEASE", default_value = OPERATOR)]
-    pub leader_election_lease: String,
+    pub(crate) leader_election_lease: String,
     /// Seconds a leader holds the Lease without renewing it before a standby takes over.
     #[arg(long, env = "ITO_LEADER_ELECTION_LEASE_SECONDS", default_value_t = 15)]
-    pub leader_election_lease_seconds: u64,
+    pub(crate) leader_election_lease_seconds: u64,
     /// Only reconcile ImagingTenants matching this label selector (shard the tenants).
     #[arg(long, env = "ITO_TENANT_SELECTOR")]
-    pub tenant_selector: Option<String>,
+    pub(crate) tenant_selector: Option<String>,
     /// Log filter, e.g. info or imaging_tenant_operator=debug,kube=info.
     #[arg(long, env = "ITO_LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
+    pub(crate) log_level: String,
     /// Log format.
     #[arg(long, env = "ITO_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
-    pub log_format: String,
+    pub(crate) log_format: String,
 }
 
 /// Parses durations such as `600`, `90s`, `10m`, `1h`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
@@ -110,7 +110,7 @@ fn init_logging(args: &RunArgs) {
 
 impl RunArgs {
     /// What clap cannot say: the break-glass role is required unless explicitly waived.
-    pub fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         if self.settings.break_glass_role_arn.is_none() && !self.allow_no_break_glass_role {
             return Err("--break-glass-role-arn (ITO_BREAK_GLASS_ROLE_ARN) is required: tenant key policies name \
                 their administrators by role ARN, so without a break-glass role a recreated operator role locks \

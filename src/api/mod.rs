@@ -4,6 +4,10 @@
 //! judged from the object alone is expressed here as an OpenAPI constraint or a CEL rule, so the
 //! apiserver rejects it at admission and `plan` rejects it offline with the same rules.
 
+// Every item here is public API. KubeSchema's derive copies each struct into a private module to
+// build its schema, and those copies would be reported as unreachable.
+#![allow(unreachable_pub)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;

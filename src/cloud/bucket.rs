@@ -446,10 +446,6 @@ impl Aws {
 
 #[async_trait]
 impl Buckets for Aws {
-    async fn observe(&self, want: &BucketSpec) -> Result<Option<BucketStatus>, CloudError> {
-        Ok(self.find_bucket(want).await?.map(|b| b.status))
-    }
-
     async fn ensure(&self, want: &BucketSpec, step: &mut Step<'_>) -> Result<BucketStatus, CloudError> {
         let live = match self.find_bucket(want).await? {
             Some(live) => {

@@ -55,7 +55,7 @@ impl CallStats {
 }
 
 /// Reads are the operations AWS names Get*, Head*, List* and Describe*.
-pub fn is_write(operation: &str) -> bool {
+pub(crate) fn is_write(operation: &str) -> bool {
     !["Get", "Head", "List", "Describe"].iter().any(|p| operation.starts_with(p))
 }
 

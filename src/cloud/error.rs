@@ -127,7 +127,7 @@ impl ErrorClass {
 
     /// The class of an error AWS answered with `code` (and `status`, when a response arrived):
     /// throttling and transient codes as the SDK's own retry classifier lists them.
-    pub fn of_aws(code: &str, status: Option<u16>) -> ErrorClass {
+    pub(crate) fn of_aws(code: &str, status: Option<u16>) -> ErrorClass {
         if THROTTLING_ERRORS.contains(&code) {
             ErrorClass::Throttled
         } else if TRANSPORT_CODES.contains(&code) {

@@ -104,10 +104,6 @@ impl Aws {
 
 #[async_trait]
 impl Identities for Aws {
-    async fn observe(&self, want: &RoleSpec) -> Result<Option<RoleStatus>, CloudError> {
-        Ok(self.own_role(want).await?.map(|live| RoleStatus { name: want.name.clone(), arn: live.arn }))
-    }
-
     async fn ensure(&self, want: &RoleSpec, step: &mut Step<'_>) -> Result<RoleStatus, CloudError> {
         let Some(live) = self.own_role(want).await? else {
             let out = self

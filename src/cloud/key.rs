@@ -303,10 +303,6 @@ impl Aws {
 
 #[async_trait]
 impl Keys for Aws {
-    async fn observe(&self, want: &KeySpec, known: Option<&KeyStatus>) -> Result<Option<KeyStatus>, CloudError> {
-        Ok(self.find_key(want, known).await?.map(|live| live.status))
-    }
-
     async fn ensure(
         &self,
         want: &KeySpec,

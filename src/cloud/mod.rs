@@ -32,9 +32,9 @@ mod rate;
 mod resource;
 mod sdk;
 
-pub use calls::{CallStats, is_write};
+pub use calls::CallStats;
 pub use error::{CloudError, ErrorClass, ResourceKind};
-pub use resource::Retiring;
+pub(crate) use resource::Retiring;
 use sdk::SdkResult;
 
 /// IDs of the tenant's AWS resources, as recorded in `status.{role,key,bucket}`.
@@ -77,11 +77,11 @@ pub struct CloudEvent {
     pub note: String,
 }
 
-pub const CREATED: &str = "Created";
+pub(crate) const CREATED: &str = "Created";
 pub const REPAIRED: &str = "Repaired";
 pub const RETAINED: &str = "Retained";
 pub const DELETED: &str = "Deleted";
-pub const DELETION_BLOCKED_EVENT: &str = "DeletionBlocked";
+pub(crate) const DELETION_BLOCKED_EVENT: &str = "DeletionBlocked";
 
 /// The outcome of [`Cloud::provision`].
 #[derive(Clone, Debug, PartialEq)]
@@ -121,13 +121,11 @@ pub struct AwsOptions {
 
 /// The SDK retries throttling (SlowDown, ThrottlingException, Throttling, ...), 5xx answers,
 /// timeouts and broken connections itself, with exponential back-off and full jitter.
-pub const MAX_ATTEMPTS: u32 = 5;
+pub(crate) const MAX_ATTEMPTS: u32 = 5;
 
 /// What the reconcile needs from the tenant's IAM role.
 #[async_trait]
-pub trait Identities: Send + Sync {
-    /// The role of that name, if it exists; `Foreign` if it is not the tenant's.
-    async fn observe(&self, want: &RoleSpec) -> Result<Option<RoleStatus>, CloudError>;
+pub(crate) trait Identities: Send + Sync {
     /// Looks the role up, creates it when absent, restores its trust policy and tags.
     async fn ensure(&self, want: &RoleSpec, step: &mut Step<'_>) -> Result<RoleStatus, CloudError>;
     /// Restores the inline policy and removes every other policy from the role.
@@ -138,10 +136,7 @@ pub trait Identities: Send + Sync {
 
 /// What the reconcile needs from the tenant's KMS key.
 #[async_trait]
-pub trait Keys: Send + Sync {
-    /// The tenant's key: by recorded ID, then alias, then tag; `Foreign` if the alias points
-    /// to a key that is not the tenant's.
-    async fn observe(&self, want: &KeySpec, known: Option<&KeyStatus>) -> Result<Option<KeyStatus>, CloudError>;
+pub(crate) trait Keys: Send + Sync {
     /// Looks the key up as `observe` does, creates it when absent (rate-limited), restores its
     /// enabled state, rotation, policy, alias and tags.
     async fn ensure(
@@ -156,9 +151,7 @@ pub trait Keys: Send + Sync {
 
 /// What the reconcile needs from the tenant's S3 bucket.
 #[async_trait]
-pub trait Buckets: Send + Sync {
-    /// The bucket of that name, if it exists; `Foreign` if it is not the tenant's.
-    async fn observe(&self, want: &BucketSpec) -> Result<Option<BucketStatus>, CloudError>;
+pub(crate) trait Buckets: Send + Sync {
     /// Looks the bucket up, creates it when absent, restores its tags.
     async fn ensure(&self, want: &BucketSpec, step: &mut Step<'_>) -> Result<BucketStatus, CloudError>;
     /// Reads back every setting, writes what differs, and re-reads what it wrote.
@@ -170,7 +163,7 @@ pub trait Buckets: Send + Sync {
 
 /// What retiring a bucket came to.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BucketRetirement {
+pub(crate) enum BucketRetirement {
     Gone,
     Retained,
     /// Versions and delete markers counted, and whether there are more than counted.
@@ -181,7 +174,7 @@ pub enum BucketRetirement {
 }
 
 /// One provisioning pass: collects events and hands new IDs to [`Progress`].
-pub struct Step<'a> {
+pub(crate) struct Step<'a> {
     ids: CloudIds,
     recorded: CloudIds,
     progress: &'a mut dyn Progress,
@@ -195,12 +188,8 @@ impl<'a> Step<'a> {
         Step { ids: known.clone(), recorded: known.clone(), progress, events: Vec::new(), created: Vec::new() }
     }
 
-    pub fn ids(&self) -> &CloudIds {
-        &self.ids
-    }
-
     /// Sets an ID and records it at once when it changed.
-    pub async fn record(&mut self, set: impl FnOnce(&mut CloudIds)) -> Result<(), CloudError> {
+    pub(crate) async fn record(&mut self, set: impl FnOnce(&mut CloudIds)) -> Result<(), CloudError> {
         set(&mut self.ids);
         if self.ids == self.recorded {
             return Ok(());
@@ -211,24 +200,24 @@ impl<'a> Step<'a> {
         Ok(())
     }
 
-    pub fn created(&mut self, kind: ResourceKind, note: String) {
+    pub(crate) fn created(&mut self, kind: ResourceKind, note: String) {
         self.created.push(kind);
         self.event(CREATED, note);
     }
 
     /// Whether `kind` was created in this pass.
-    pub fn is_new(&self, kind: ResourceKind) -> bool {
+    pub(crate) fn is_new(&self, kind: ResourceKind) -> bool {
         self.created.contains(&kind)
     }
 
     /// A `Repaired` event, unless the resource is new in this pass.
-    pub fn repaired(&mut self, kind: ResourceKind, note: String) {
+    pub(crate) fn repaired(&mut self, kind: ResourceKind, note: String) {
         if !self.is_new(kind) {
             self.event(REPAIRED, note);
         }
     }
 
-    pub fn event(&mut self, reason: &'static str, note: String) {
+    pub(crate) fn event(&mut self, reason: &'static str, note: String) {
         tracing::info!(reason, "{note}");
         self.events.push(CloudEvent { reason, note });
     }
@@ -272,7 +261,7 @@ impl std::fmt::Debug for Cloud {
 impl Cloud {
     /// Clients from aws-config's default chain (environment, IRSA web identity, profile),
     /// pointed at `endpoint_url` when one is given.
-    pub async fn connect(opts: &AwsOptions) -> Result<Cloud, CloudError> {
+    pub(crate) async fn connect(opts: &AwsOptions) -> Result<Cloud, CloudError> {
         if opts.region.is_empty() {
             return Err(CloudError::Config("--aws-region is empty".into()));
         }
@@ -337,7 +326,7 @@ impl Cloud {
     /// Account and ARN of the operator's credentials; the ARN lets start-up check that
     /// `--operator-role-arn` names the role actually in use (the key and bucket policies admit
     /// only that role).
-    pub async fn caller_identity(&self) -> Result<(String, String), CloudError> {
+    pub(crate) async fn caller_identity(&self) -> Result<(String, String), CloudError> {
         let out = self
             .aws
             .sts
@@ -374,21 +363,21 @@ impl Cloud {
 
 /// An implementation of each of the three traits, for the pipelines.
 #[derive(Clone, Copy)]
-pub struct Resources<'a> {
-    pub identities: &'a dyn Identities,
-    pub keys: &'a dyn Keys,
-    pub buckets: &'a dyn Buckets,
+pub(crate) struct Resources<'a> {
+    pub(crate) identities: &'a dyn Identities,
+    pub(crate) keys: &'a dyn Keys,
+    pub(crate) buckets: &'a dyn Buckets,
 }
 
 impl<'a> Resources<'a> {
     /// All three from one implementation.
-    pub fn of(all: &'a (impl Identities + Keys + Buckets)) -> Self {
+    pub(crate) fn of(all: &'a (impl Identities + Keys + Buckets)) -> Self {
         Resources { identities: all, keys: all, buckets: all }
     }
 }
 
 /// The pipeline, on any implementation of the three traits.
-pub async fn provision(
+pub(crate) async fn provision(
     resources: Resources<'_>,
     tenant: &ImagingTenant,
     settings: &Settings,
@@ -483,7 +472,7 @@ pub async fn provision(
 }
 
 /// Invariant 5, on any implementation of the three traits.
-pub async fn retire(
+pub(crate) async fn retire(
     resources: Resources<'_>,
     tenant: &ImagingTenant,
     settings: &Settings,

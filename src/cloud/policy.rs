@@ -23,7 +23,7 @@ pub fn equivalent(a: &Value, b: &Value) -> bool {
 }
 
 /// The canonical form compared by [`equivalent`].
-pub fn normalize(policy: &Value) -> Value {
+pub(crate) fn normalize(policy: &Value) -> Value {
     let Some(doc) = policy.as_object() else {
         return scalar(policy);
     };

@@ -73,7 +73,7 @@ impl Setting<'_> {
 
 /// One retirement pass: the tenant's deletion policy, and the events of what was done.
 #[derive(Debug)]
-pub struct Retiring {
+pub(crate) struct Retiring {
     policy: DeletionPolicy,
     events: Vec<CloudEvent>,
 }
@@ -83,11 +83,11 @@ impl Retiring {
         Retiring { policy, events: Vec::new() }
     }
 
-    pub fn policy(&self) -> DeletionPolicy {
+    pub(crate) fn policy(&self) -> DeletionPolicy {
         self.policy
     }
 
-    pub fn event(&mut self, reason: &'static str, note: String) {
+    pub(crate) fn event(&mut self, reason: &'static str, note: String) {
         self.events.push(CloudEvent { reason, note });
     }
 

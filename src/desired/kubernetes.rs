@@ -32,7 +32,7 @@ pub const ALLOW_DNS: &str = "imaging-allow-dns";
 pub const ALLOW_INGRESS: &str = "imaging-allow-ingress";
 pub const ALLOW_EGRESS: &str = "imaging-allow-egress";
 pub const QUOTA: &str = "imaging-quota";
-pub const LIMITS: &str = "imaging-limits";
+pub(crate) const LIMITS: &str = "imaging-limits";
 
 /// The ClusterRoles tenants are bound to, by access level. Invariant 3: nothing else.
 pub const BOUND_CLUSTER_ROLES: [(&str, &str); 3] =
@@ -41,17 +41,17 @@ pub const BOUND_CLUSTER_ROLES: [(&str, &str); 3] =
 /// Every Kubernetes object a tenant should have. `apply` destructures it without `..`, so a new
 /// kind cannot be forgotten there.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct TenantObjects {
-    pub namespaces: Vec<Namespace>,
-    pub service_accounts: Vec<ServiceAccount>,
-    pub network_policies: Vec<NetworkPolicy>,
-    pub role_bindings: Vec<RoleBinding>,
-    pub resource_quotas: Vec<ResourceQuota>,
-    pub limit_ranges: Vec<LimitRange>,
+pub(crate) struct TenantObjects {
+    pub(crate) namespaces: Vec<Namespace>,
+    pub(crate) service_accounts: Vec<ServiceAccount>,
+    pub(crate) network_policies: Vec<NetworkPolicy>,
+    pub(crate) role_bindings: Vec<RoleBinding>,
+    pub(crate) resource_quotas: Vec<ResourceQuota>,
+    pub(crate) limit_ranges: Vec<LimitRange>,
 }
 
 /// Labels every object of the tenant carries.
-pub fn labels(tenant: &ImagingTenant) -> BTreeMap<String, String> {
+pub(crate) fn labels(tenant: &ImagingTenant) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::from([
         (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
         (TENANT_LABEL.to_string(), tenant.tenant_name().to_string()),
@@ -63,7 +63,7 @@ pub fn labels(tenant: &ImagingTenant) -> BTreeMap<String, String> {
 }
 
 /// The controller owner reference to the tenant; absent offline (`plan`), where no UID exists.
-pub fn owner_reference(tenant: &ImagingTenant) -> Option<OwnerReference> {
+pub(crate) fn owner_reference(tenant: &ImagingTenant) -> Option<OwnerReference> {
     tenant.controller_owner_ref(&())
 }
 
@@ -77,7 +77,7 @@ fn meta(tenant: &ImagingTenant, name: &str, namespace: Option<&str>) -> ObjectMe
     }
 }
 
-pub fn objects(tenant: &ImagingTenant, settings: &Settings) -> TenantObjects {
+pub(crate) fn objects(tenant: &ImagingTenant, settings: &Settings) -> TenantObjects {
     let namespaces = tenant.namespace_names();
     let mut out = TenantObjects::default();
     for ns in &namespaces {
@@ -106,14 +106,14 @@ pub fn render(tenant: &ImagingTenant, settings: &Settings) -> Vec<serde_json::Va
 }
 
 /// JSON of a typed object with its apiVersion and kind set (server-side apply needs both).
-pub fn to_json<K: Resource<DynamicType = ()> + serde::Serialize>(obj: &K) -> serde_json::Value {
+pub(crate) fn to_json<K: Resource<DynamicType = ()> + serde::Serialize>(obj: &K) -> serde_json::Value {
     let mut value = serde_json::to_value(obj).expect("Kubernetes objects serialize to JSON");
     value["apiVersion"] = K::api_version(&()).into();
     value["kind"] = K::kind(&()).into();
     value
 }
 
-pub fn namespace(tenant: &ImagingTenant, name: &str) -> Namespace {
+pub(crate) fn namespace(tenant: &ImagingTenant, name: &str) -> Namespace {
     let mut metadata = meta(tenant, name, None);
     let labels = metadata.labels.get_or_insert_with(BTreeMap::new);
     for mode in ["enforce", "audit", "warn"] {
@@ -123,7 +123,7 @@ pub fn namespace(tenant: &ImagingTenant, name: &str) -> Namespace {
     Namespace { metadata, ..Namespace::default() }
 }
 
-pub fn service_account(tenant: &ImagingTenant, settings: &Settings, ns: &str) -> ServiceAccount {
+pub(crate) fn service_account(tenant: &ImagingTenant, settings: &Settings, ns: &str) -> ServiceAccount {
     let mut metadata = meta(tenant, &settings.workload_service_account, Some(ns));
     metadata.annotations = Some(BTreeMap::from([(IRSA_ANNOTATION.to_string(), names::role_arn(tenant, settings))]));
     ServiceAccount { metadata, ..ServiceAccount::default() }
@@ -155,7 +155,7 @@ fn policy(tenant: &ImagingTenant, ns: &str, name: &str, spec: NetworkPolicySpec)
 /// Invariant 2: default deny both ways; the tenant's own namespaces (selected by the
 /// apiserver-set name label, never by a forgeable tenant label); DNS to kube-dns; and exactly
 /// what `spec.network` lists.
-pub fn network_policies(tenant: &ImagingTenant, ns: &str, tenant_namespaces: &[String]) -> Vec<NetworkPolicy> {
+pub(crate) fn network_policies(tenant: &ImagingTenant, ns: &str, tenant_namespaces: &[String]) -> Vec<NetworkPolicy> {
     let all_pods = LabelSelector::default();
     let both = Some(vec!["Ingress".to_string(), "Egress".to_string()]);
     let mut out = vec![
@@ -279,7 +279,7 @@ fn rbac_subject(subject: &Subject) -> RbacSubject {
 }
 
 /// Invariant 3: one binding per non-empty access level, to admin, edit or view only.
-pub fn role_bindings(tenant: &ImagingTenant, ns: &str) -> Vec<RoleBinding> {
+pub(crate) fn role_bindings(tenant: &ImagingTenant, ns: &str) -> Vec<RoleBinding> {
     let access = &tenant.spec.access;
     [&access.admins, &access.editors, &access.viewers]
         .into_iter()
@@ -310,7 +310,7 @@ fn quantities(values: &BTreeMap<String, IntOrString>) -> BTreeMap<String, Quanti
         .collect()
 }
 
-pub fn resource_quota(tenant: &ImagingTenant, ns: &str) -> ResourceQuota {
+pub(crate) fn resource_quota(tenant: &ImagingTenant, ns: &str) -> ResourceQuota {
     ResourceQuota {
         metadata: meta(tenant, QUOTA, Some(ns)),
         spec: Some(ResourceQuotaSpec {
@@ -322,7 +322,7 @@ pub fn resource_quota(tenant: &ImagingTenant, ns: &str) -> ResourceQuota {
 }
 
 /// Defaults for containers that set no requests, so they still run under the quota.
-pub fn limit_range(tenant: &ImagingTenant, ns: &str) -> LimitRange {
+pub(crate) fn limit_range(tenant: &ImagingTenant, ns: &str) -> LimitRange {
     let quota = &tenant.spec.quota;
     let non_empty = |m: &BTreeMap<String, IntOrString>| (!m.is_empty()).then(|| quantities(m));
     LimitRange {

@@ -4,4 +4,4 @@
 pub mod account;
 pub mod aws;
 pub mod kubernetes;
-pub mod names;
+pub(crate) mod names;

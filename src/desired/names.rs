@@ -11,13 +11,13 @@ use crate::api::ImagingTenant;
 use crate::config::Settings;
 
 /// IAM path of every tenant role: lets the operator's own IAM policy name them with one pattern.
-pub const ROLE_PATH: &str = "/imaging-tenants/";
+pub(crate) const ROLE_PATH: &str = "/imaging-tenants/";
 /// First part of every tenant role name.
-pub const ROLE_PREFIX: &str = "imaging-";
+pub(crate) const ROLE_PREFIX: &str = "imaging-";
 /// First part of every key alias.
-pub const ALIAS_PREFIX: &str = "alias/imaging/";
+pub(crate) const ALIAS_PREFIX: &str = "alias/imaging/";
 /// Shown instead of the hash when the tenant has no UID yet (`plan` works offline).
-pub const HASH_PLACEHOLDER: &str = "<uid-hash>";
+pub(crate) const HASH_PLACEHOLDER: &str = "<uid-hash>";
 
 const BUCKET_MAX: usize = 63;
 const BUCKET_PREFIX_MAX: usize = 24;
@@ -27,42 +27,43 @@ const ALIAS_TENANT_MAX: usize = 63;
 /// Prefixes S3 reserves for its own bucket names.
 const RESERVED_BUCKET_PREFIXES: [&str; 3] = ["xn--", "sthree-", "amzn-s3-demo-"];
 /// Suffixes S3 reserves for access points, directory and table buckets, multi-region aliases.
+#[cfg(test)]
 const RESERVED_BUCKET_SUFFIXES: [&str; 5] = ["-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"];
 
 /// `<bucket prefix>-<tenant, truncated>-<hash>`.
-pub fn bucket_name(tenant: &ImagingTenant, settings: &Settings) -> String {
+pub(crate) fn bucket_name(tenant: &ImagingTenant, settings: &Settings) -> String {
     bucket_name_from(&settings.bucket_prefix, tenant.tenant_name(), &tenant_hash(tenant, settings))
 }
 
 /// `arn:<partition>:s3:::<bucket>`.
-pub fn bucket_arn(tenant: &ImagingTenant, settings: &Settings) -> String {
+pub(crate) fn bucket_arn(tenant: &ImagingTenant, settings: &Settings) -> String {
     format!("arn:{}:s3:::{}", settings.partition, bucket_name(tenant, settings))
 }
 
 /// `alias/imaging/<cluster>/<tenant>-<hash>`.
-pub fn key_alias(tenant: &ImagingTenant, settings: &Settings) -> String {
+pub(crate) fn key_alias(tenant: &ImagingTenant, settings: &Settings) -> String {
     key_alias_from(&settings.cluster_name, tenant.tenant_name(), &tenant_hash(tenant, settings))
 }
 
 /// `imaging-<tenant, truncated>-<hash>`, under the path [`ROLE_PATH`].
-pub fn role_name(tenant: &ImagingTenant, settings: &Settings) -> String {
+pub(crate) fn role_name(tenant: &ImagingTenant, settings: &Settings) -> String {
     role_name_from(tenant.tenant_name(), &tenant_hash(tenant, settings))
 }
 
 /// ARN of the tenant's IAM role (deterministic: the role name derives from the tenant UID).
-pub fn role_arn(tenant: &ImagingTenant, settings: &Settings) -> String {
+pub(crate) fn role_arn(tenant: &ImagingTenant, settings: &Settings) -> String {
     format!("arn:{}:iam::{}:role{}{}", settings.partition, settings.account_id, ROLE_PATH, role_name(tenant, settings))
 }
 
 /// Server access logs of the tenant's bucket go under this prefix of the audit bucket: the
 /// bucket name, so that logs of a re-created tenant of the same name stay apart.
-pub fn access_log_prefix(tenant: &ImagingTenant, settings: &Settings) -> String {
+pub(crate) fn access_log_prefix(tenant: &ImagingTenant, settings: &Settings) -> String {
     format!("{}/", bucket_name(tenant, settings))
 }
 
 /// 8 hex digits of sha256(`<cluster>/<tenant uid>`), or [`HASH_PLACEHOLDER`] while the tenant
 /// has no UID (offline) or the cluster name is itself a placeholder.
-pub fn tenant_hash(tenant: &ImagingTenant, settings: &Settings) -> String {
+pub(crate) fn tenant_hash(tenant: &ImagingTenant, settings: &Settings) -> String {
     match tenant.metadata.uid.as_deref() {
         Some(uid) if !uid.is_empty() && !is_placeholder(&settings.cluster_name) => hash_of(&settings.cluster_name, uid),
         _ => HASH_PLACEHOLDER.to_string(),
@@ -70,12 +71,12 @@ pub fn tenant_hash(tenant: &ImagingTenant, settings: &Settings) -> String {
 }
 
 /// 8 hex digits of sha256(`<cluster>/<uid>`).
-pub fn hash_of(cluster: &str, uid: &str) -> String {
+pub(crate) fn hash_of(cluster: &str, uid: &str) -> String {
     let digest = Sha256::digest(format!("{cluster}/{uid}").as_bytes());
     hex::encode(&digest[..4])
 }
 
-pub fn bucket_name_from(prefix: &str, tenant: &str, hash: &str) -> String {
+pub(crate) fn bucket_name_from(prefix: &str, tenant: &str, hash: &str) -> String {
     let mut prefix = match truncate(&dns_piece(prefix), BUCKET_PREFIX_MAX) {
         // The prefix is what keeps a tenant name such as `sthree-x` from a reserved prefix.
         p if p.is_empty() => "imaging".to_string(),
@@ -93,7 +94,7 @@ pub fn bucket_name_from(prefix: &str, tenant: &str, hash: &str) -> String {
     format!("{prefix}-{tenant}-{hash}")
 }
 
-pub fn key_alias_from(cluster: &str, tenant: &str, hash: &str) -> String {
+pub(crate) fn key_alias_from(cluster: &str, tenant: &str, hash: &str) -> String {
     let cluster = alias_cluster(cluster);
     let tenant = match truncate(&alias_piece(tenant), ALIAS_TENANT_MAX) {
         t if t.is_empty() => "tenant".to_string(),
@@ -104,7 +105,7 @@ pub fn key_alias_from(cluster: &str, tenant: &str, hash: &str) -> String {
 
 /// The cluster's part of its key aliases: `alias/imaging/<this>/...`. The operator's IAM policy
 /// names the aliases of one cluster with it.
-pub fn alias_cluster(cluster: &str) -> String {
+pub(crate) fn alias_cluster(cluster: &str) -> String {
     if is_placeholder(cluster) {
         cluster.to_string()
     } else {
@@ -115,7 +116,7 @@ pub fn alias_cluster(cluster: &str) -> String {
     }
 }
 
-pub fn role_name_from(tenant: &str, hash: &str) -> String {
+pub(crate) fn role_name_from(tenant: &str, hash: &str) -> String {
     let tenant = match dns_piece(tenant) {
         t if t.is_empty() => "tenant".to_string(),
         t => t,
@@ -128,7 +129,8 @@ pub fn role_name_from(tenant: &str, hash: &str) -> String {
 /// make: 3–63 lowercase letters, digits and single hyphens, starting and ending with a letter or
 /// digit, no reserved prefix or suffix. (Dots are valid in S3 but never used here, so no name
 /// can look like an IP address.)
-pub fn is_valid_bucket_name(name: &str) -> bool {
+#[cfg(test)]
+fn is_valid_bucket_name(name: &str) -> bool {
     (3..=BUCKET_MAX).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && name.as_bytes()[0].is_ascii_alphanumeric()
@@ -140,7 +142,7 @@ pub fn is_valid_bucket_name(name: &str) -> bool {
 
 /// Checks the `--bucket-prefix` flag: names stay valid whatever it is, but a prefix that would be
 /// rewritten is better refused at start-up than silently changed.
-pub fn validate_bucket_prefix(prefix: &str) -> Result<(), String> {
+pub(crate) fn validate_bucket_prefix(prefix: &str) -> Result<(), String> {
     if prefix.len() > BUCKET_PREFIX_MAX {
         return Err(format!("--bucket-prefix must be at most {BUCKET_PREFIX_MAX} characters"));
     }

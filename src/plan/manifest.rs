@@ -6,18 +6,18 @@ use serde_json::Value;
 /// One non-empty document of the input, numbered from 1 in the order it appears.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Document {
-    pub number: usize,
+    pub(crate) number: usize,
     pub value: Value,
 }
 
 impl Document {
     /// `metadata.name` as written, if it is a string.
-    pub fn name(&self) -> Option<&str> {
+    pub(crate) fn name(&self) -> Option<&str> {
         self.value.get("metadata")?.get("name")?.as_str()
     }
 
     /// How errors name the document: `document 2 (group-b)`, or `document 2` without a name.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match self.name() {
             Some(name) if !name.is_empty() => format!("document {} ({name})", self.number),
             _ => format!("document {}", self.number),

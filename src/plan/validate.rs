@@ -25,18 +25,18 @@ use serde_json::{Value, json};
 use crate::api::{GROUP, ImagingTenant, KIND, VERSION};
 
 /// What the apiserver adds when it skips the CEL rules because of a blocking error.
-pub const RULES_NOT_CHECKED: &str = "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation";
+pub(crate) const RULES_NOT_CHECKED: &str = "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation";
 
 /// One thing wrong with a manifest: the field, and what the rule says about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
     /// `spec.namespaces[1].name`, `spec.quota.hard[requests.cpu]`; empty for the whole object.
     pub path: String,
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl Problem {
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         Problem { path: path.into(), message: message.into() }
     }
 }
@@ -82,7 +82,8 @@ impl TenantRules {
     }
 
     /// CEL rules that kube-cel cannot compile (there should be none; a test checks).
-    pub fn rule_compilation_errors(&self) -> Vec<String> {
+    #[cfg(test)]
+    fn rule_compilation_errors(&self) -> Vec<String> {
         self.rules.compilation_errors().iter().map(|e| e.to_string()).collect()
     }
 
@@ -364,7 +365,7 @@ fn prune_nulls(schema: &Value, value: &mut Value) {
 /// declared properties reject others (strict field validation), `nullable` admits null,
 /// int-or-string admits both, and the root admits apiVersion, kind and metadata (the apiserver
 /// checks those itself; `check_name` covers metadata.name).
-pub fn strict_schema(schema: &Value) -> Value {
+pub(crate) fn strict_schema(schema: &Value) -> Value {
     let mut strict = schema.clone();
     make_strict(&mut strict);
     let root = strict.as_object_mut().expect("the CRD schema is an object");
@@ -415,7 +416,7 @@ fn make_strict(node: &mut Value) {
 
 /// The field path in the apiserver's notation: declared fields joined with `.`, list indexes
 /// and map keys in brackets (`spec.quota.hard[requests.cpu]`).
-pub fn field_path(schema: &Value, location: &Location) -> String {
+pub(crate) fn field_path(schema: &Value, location: &Location) -> String {
     let mut path = String::new();
     let mut node = Some(schema);
     for segment in location.iter() {
