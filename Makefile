@@ -88,7 +88,7 @@ demo: k8s-bin moto
 
 CRD_FILE := imagingtenants.imaging.tenancy.dev.yaml
 HELM := $(BIN_DIR)/helm
-# tests/chart_render.rs reads this line and renders with the same arguments.
+# tests/offline/chart_render.rs reads this line and renders with the same arguments.
 DEPLOY_TEMPLATE_ARGS := template imaging-tenant-operator charts/imaging-tenant-operator --namespace imaging-tenant-operator --values deploy/values.yaml
 MUSL_TARGET := x86_64-unknown-linux-musl
 # tests/image_build.rs builds here: the release build of the dependencies survives fresh clones.
