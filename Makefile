@@ -81,7 +81,7 @@ fmt-check:
 	cargo fmt --all -- --check
 
 lint:
-	cargo clippy --locked -- -D warnings
+	cargo clippy --locked --workspace --all-targets -- -D warnings
 
 crds:
 	cargo run --locked --quiet -- crd > crds/imagingtenants.imaging.tenancy.dev.yaml.partial
@@ -110,7 +110,7 @@ demo: k8s-bin moto
 
 CRD_FILE := imagingtenants.imaging.tenancy.dev.yaml
 HELM := $(BIN_DIR)/helm
-# tests/chart_render.rs reads this line and renders with the same arguments.
+# tests/offline/chart_render.rs reads this line and renders with the same arguments.
 DEPLOY_TEMPLATE_ARGS := template imaging-tenant-operator charts/imaging-tenant-operator --namespace imaging-tenant-operator --values deploy/values.yaml
 MUSL_TARGET := x86_64-unknown-linux-musl
 # tests/image_build.rs builds here: the release build of the dependencies survives fresh clones.

@@ -2,17 +2,14 @@
 //! reconcile in the steady state, and the operator's memory, against the local control plane and
 //! moto. Prints figures; asserts nothing (the tests do that).
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use imaging_tenant_operator::api::{ImagingTenant, condition};
+use ito_test_support::{ControlPlane, Moto, free_port, http_request, scratch_dir, spawn_managed, wait_for};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{CustomResourceExt, ResourceExt};
-use support::{ControlPlane, Moto, free_port, http_request, scratch_dir, spawn_managed, wait_for};
 
 const SHARD: &str = "imaging.tenancy.dev/bench";
 
@@ -48,7 +45,7 @@ async fn main() {
     let cp = ControlPlane::shared().await;
     let moto = Moto::shared().await;
     let client = cp.client();
-    support::apply_crd(&client, &ImagingTenant::crd(), "bench").await;
+    ito_test_support::apply_crd(&client, &ImagingTenant::crd(), "bench").await;
 
     let (metrics_port, health_port) = (free_port(), free_port());
     let log = scratch_dir("bench").join("operator.log");

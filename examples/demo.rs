@@ -5,19 +5,16 @@
 //! `deploy/examples/*.yaml`, shows what each tenant received, and keeps everything running until
 //! Ctrl-C, when every process is stopped and every scratch file removed.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use imaging_tenant_operator::api::{ImagingTenant, condition};
+use ito_test_support::{ControlPlane, Moto, free_port, scratch_dir, spawn_managed, wait_for};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{CustomResourceExt, ResourceExt};
-use support::{ControlPlane, Moto, free_port, scratch_dir, spawn_managed, wait_for};
 
 const OPERATOR: &str = "target/debug/imaging-tenant-operator";
 
@@ -32,7 +29,7 @@ async fn main() {
     let moto = Moto::shared().await;
     let client = cp.client();
 
-    support::apply_crd(&client, &ImagingTenant::crd(), "imaging-tenant-operator-demo").await;
+    ito_test_support::apply_crd(&client, &ImagingTenant::crd(), "imaging-tenant-operator-demo").await;
 
     let dir = scratch_dir("demo");
     let log = dir.join("operator.log");
@@ -100,7 +97,7 @@ async fn main() {
                             .map(|c| format!("{}={} {}", c.type_, c.status, c.message))
                             .collect::<Vec<_>>()
                             .join("\n"),
-                        support::log_tail(&log, 10)
+                        ito_test_support::log_tail(&log, 10)
                     ))
                 }
             }

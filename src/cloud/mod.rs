@@ -52,22 +52,6 @@ pub trait Progress: Send {
     async fn record(&mut self, ids: &CloudIds) -> Result<(), String>;
 }
 
-/// A [`Progress`] that keeps the last IDs in memory (for `plan`-like uses and tests).
-#[derive(Clone, Debug, Default)]
-pub struct KeepIds {
-    pub ids: CloudIds,
-    pub records: usize,
-}
-
-#[async_trait]
-impl Progress for KeepIds {
-    async fn record(&mut self, ids: &CloudIds) -> Result<(), String> {
-        self.ids = ids.clone();
-        self.records += 1;
-        Ok(())
-    }
-}
-
 /// Something done to an AWS resource, for a Kubernetes Event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CloudEvent {
