@@ -7,9 +7,8 @@
 //! policies as a comment block: so the whole output can be given to `kubectl apply
 //! --dry-run=server -f -`. `-o json` gives the same as data.
 //!
-//! The objects carry no owner reference and no tenant-UID label, and AWS names show
-//! `<uid-hash>`: all of these derive from the tenant's UID, which exists only once the tenant is
-//! stored. A manifest that has a UID (`kubectl get itn NAME -o yaml`) is planned with it.
+//! The objects carry no tenant-UID label, and AWS names show `<uid-hash>`: both derive from the
+//! tenant's UID, which exists only once the tenant is stored. A manifest that has a UID (`kubectl get itn NAME -o yaml`) is planned with it.
 //!
 //! Exit status: 0 when every document is valid; 1 when any is not (every problem of every
 //! document goes to stderr and nothing to stdout, so a failed plan cannot be half-applied); 2
@@ -151,9 +150,9 @@ fn conflicts(tenants: &[(usize, ImagingTenant)]) -> Vec<String> {
 pub(crate) fn render_yaml(plans: &[TenantPlan]) -> String {
     let mut out = String::from(
         "# Plan of imaging-tenant-operator, computed offline.\n\
-         # Kubernetes objects are in the order the operator applies them. It also sets an owner\n\
-         # reference to the ImagingTenant and the label imaging.tenancy.dev/tenant-uid; both need the\n\
-         # tenant's UID, which exists once the tenant is stored, as does <uid-hash> in AWS names.\n\
+         # Kubernetes objects are in the order the operator applies them. It also sets the label\n\
+         # imaging.tenancy.dev/tenant-uid, which needs the tenant's UID, which exists once the tenant\n\
+         # is stored, as does <uid-hash> in AWS names.\n\
          # AWS resources follow each tenant's objects as comments: the operator creates them through\n\
          # the AWS API, not kubectl.\n",
     );
@@ -343,7 +342,11 @@ mod tests {
         .unwrap();
         let outcome = plan_documents(&documents(&yaml), &settings);
         let namespace = &outcome.plans[0].kubernetes[0];
-        assert_eq!(namespace["metadata"]["ownerReferences"][0]["uid"], "7d3c9a9e-5f1b-4c52-9a43-0b6f1a2e9c11");
+        assert_eq!(
+            namespace["metadata"]["labels"]["imaging.tenancy.dev/tenant-uid"],
+            "7d3c9a9e-5f1b-4c52-9a43-0b6f1a2e9c11"
+        );
+        assert!(namespace["metadata"].get("ownerReferences").is_none(), "no owner reference: {namespace}");
         assert!(!outcome.plans[0].aws.bucket.name.contains('<'), "{}", outcome.plans[0].aws.bucket.name);
     }
 

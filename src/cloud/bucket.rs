@@ -584,8 +584,18 @@ impl Buckets for Aws {
     }
 
     async fn retire(&self, want: &BucketSpec, pass: &mut Retiring) -> Result<BucketRetirement, CloudError> {
-        let Some(live) = pass.retirable(KIND, &want.name, self.find_bucket(want).await)? else {
-            return Ok(BucketRetirement::Gone);
+        // Only HeadBucket's 404 means gone: a 403, another owner or a missing tag is not.
+        let live = match self.find_bucket(want).await {
+            Ok(Some(live)) => live,
+            Ok(None) => return Ok(BucketRetirement::Gone),
+            Err(CloudError::Foreign { detail, .. }) => {
+                tracing::warn!(
+                    bucket = want.name,
+                    "not retiring a bucket that is not known to be the tenant's: {detail}"
+                );
+                return Ok(BucketRetirement::Unconfirmed { detail });
+            }
+            Err(e) => return Err(e),
         };
         match pass.policy() {
             DeletionPolicy::Retain => {

@@ -10,10 +10,10 @@ use serde_json::Value;
 use super::error::{CloudError, ResourceKind};
 use super::resource::{Retiring, Setting};
 use super::sdk::{SdkResult, Tags, code_of};
-use super::{Aws, DELETED, Identities, Step, policy};
+use super::{ACCESS_REVOKED, Aws, DELETED, Identities, Step, policy};
 use crate::api::metadata::TAG_TENANT_UID;
 use crate::api::{DeletionPolicy, RoleStatus};
-use crate::desired::aws::RoleSpec;
+use crate::desired::aws::{RoleSpec, retained_trust_policy};
 
 const KIND: ResourceKind = ResourceKind::Role;
 const NO_SUCH_ENTITY: [&str; 1] = ["NoSuchEntity"];
@@ -243,7 +243,27 @@ impl Identities for Aws {
         };
         match pass.policy() {
             DeletionPolicy::Retain => {
-                pass.retain(&live.tags, format!("IAM role {}", live.arn), |tags| self.tag_role(want, tags)).await
+                pass.retain(&live.tags, format!("IAM role {}", live.arn), |tags| self.tag_role(want, tags)).await?;
+                // Offboarding revokes access: nobody may assume the kept role any more.
+                let closed = retained_trust_policy();
+                let trust = live.trust_policy.as_deref().map(policy::parse).transpose().ok().flatten();
+                if !trust.is_some_and(|t| policy::equivalent(&t, &closed)) {
+                    self.iam
+                        .update_assume_role_policy()
+                        .role_name(&want.name)
+                        .policy_document(closed.to_string())
+                        .send()
+                        .await
+                        .aws_context("iam:UpdateAssumeRolePolicy", &role(want))?;
+                    pass.event(
+                        ACCESS_REVOKED,
+                        format!(
+                            "replaced the trust policy of IAM role {} with a deny-all: nobody can assume it",
+                            live.arn
+                        ),
+                    );
+                }
+                Ok(())
             }
             DeletionPolicy::Delete => {
                 // Gone already is as good as deleted.

@@ -18,7 +18,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 use crate::api::condition::{BUCKET_READY, BUCKET_SECURED, DELETION_BLOCKED, IDENTITY_READY, KEY_READY, Verdict};
-use crate::api::{BucketStatus, ImagingTenant, KeyStatus, RoleStatus};
+use crate::api::{BucketStatus, DeletionPolicy, ImagingTenant, KeyStatus, RoleStatus};
 use crate::config::Settings;
 use crate::desired::aws::{BucketSpec, KeySpec, RoleSpec, TenantAws, render_with};
 
@@ -65,6 +65,8 @@ pub(crate) const CREATED: &str = "Created";
 pub const REPAIRED: &str = "Repaired";
 pub const RETAINED: &str = "Retained";
 pub const DELETED: &str = "Deleted";
+/// Access taken away from what a `Retain` deletion kept.
+pub const ACCESS_REVOKED: &str = "AccessRevoked";
 pub(crate) const DELETION_BLOCKED_EVENT: &str = "DeletionBlocked";
 
 /// The outcome of [`Cloud::provision`].
@@ -154,6 +156,11 @@ pub(crate) enum BucketRetirement {
     NotEmpty {
         counted: usize,
         more: bool,
+    },
+    /// A bucket of the tenant's name exists but cannot be confirmed as the tenant's, or cannot
+    /// be read (access denied, another owner, no tenant tag): it is not known to be gone.
+    Unconfirmed {
+        detail: String,
     },
 }
 
@@ -466,9 +473,8 @@ pub(crate) async fn retire(
     let key_arn = known.key.as_ref().map(|k| k.arn.as_str()).filter(|a| !a.is_empty());
     let want = render_with(tenant, settings, key_arn);
     let mut pass = Retiring::new(tenant.spec.deletion_policy);
-    if let Err(e) = identities.retire(&want.role, &mut pass).await {
-        return Retirement::Failed(e);
-    }
+    // Bucket first, then the key only once the bucket is confirmed gone (or kept), and the role
+    // last: nothing is crypto-shredded, and no step runs ahead of the data it protects.
     match buckets.retire(&want.bucket, &mut pass).await {
         Err(e) => return Retirement::Failed(e),
         Ok(BucketRetirement::NotEmpty { counted, more }) => {
@@ -481,9 +487,21 @@ pub(crate) async fn retire(
             let verdict = Verdict::ok(DELETION_BLOCKED, "BucketNotEmpty", message);
             return Retirement::Blocked { verdict, events: pass.into_events() };
         }
-        Ok(BucketRetirement::Gone | BucketRetirement::Retained) => {}
+        Ok(BucketRetirement::Unconfirmed { detail }) if pass.policy() == DeletionPolicy::Delete => {
+            let message = format!(
+                "bucket {} cannot be confirmed gone ({detail}); the KMS key {} is kept, since scheduling its deletion would make every object in that bucket unreadable for good: give the operator s3:ListBucket on the bucket, or remove the bucket yourself, or set deletionPolicy to Retain",
+                want.bucket.name, want.key.alias
+            );
+            pass.event(DELETION_BLOCKED_EVENT, message.clone());
+            let verdict = Verdict::ok(DELETION_BLOCKED, "BucketNotConfirmedGone", message);
+            return Retirement::Blocked { verdict, events: pass.into_events() };
+        }
+        Ok(BucketRetirement::Gone | BucketRetirement::Retained | BucketRetirement::Unconfirmed { .. }) => {}
     }
     if let Err(e) = keys.retire(&want.key, known.key.as_ref(), &mut pass).await {
+        return Retirement::Failed(e);
+    }
+    if let Err(e) = identities.retire(&want.role, &mut pass).await {
         return Retirement::Failed(e);
     }
     Retirement::Done { events: pass.into_events() }

@@ -26,7 +26,7 @@ use tracing::warn;
 
 use super::error::Error;
 use crate::api::ImagingTenant;
-use crate::api::metadata::{FIELD_MANAGER, TENANT_UID_LABEL};
+use crate::api::metadata::{FIELD_MANAGER, IRSA_ANNOTATION, TENANT_LABEL, TENANT_UID_LABEL};
 use crate::desired::kubernetes::{TenantObjects, to_json};
 use crate::metrics::Metrics;
 
@@ -113,8 +113,8 @@ macro_rules! child_kind_plumbing {
             outcome
         }
 
-        /// Cuts every owner reference to the tenant from its objects in namespace `ns`, so the
-        /// garbage collector never removes them.
+        /// Cuts every owner reference to the tenant from its objects in namespace `ns` (objects
+        /// of earlier versions had them), so the garbage collector never removes them.
         pub(crate) async fn detach(client: &Client, tenant_uid: &str, ns: &str) -> Result<(), Error> {
             $(detach_kind::<$kind>(client, tenant_uid, ns).await?;)*
             Ok(())
@@ -142,7 +142,7 @@ where
         .touched_objects()
         .filter_map(move |event| {
             future::ready(match event {
-                Ok(child) => owning_tenant(&child),
+                Ok(child) => tenant_of(&child),
                 Err(e) => {
                     metrics.watch_restarted();
                     warn!(kind = K::kind(&()).as_ref(), error = %e, "watch failed; restarting it with back-off");
@@ -177,20 +177,14 @@ where
     }
 }
 
-/// The tenant an object belongs to, by its controller reference, named without a namespace
-/// (tenants are cluster-scoped; `owns` would key them with the child's namespace and one tenant
-/// would be reconciled under two keys at once).
-fn owning_tenant<K: Resource>(child: &DeserializeGuard<K>) -> Option<Trigger> {
-    let refs = match &child.0 {
-        Ok(obj) => obj.meta().owner_references.as_ref(),
-        Err(invalid) => invalid.metadata.owner_references.as_ref(),
+/// The tenant an object belongs to, by its tenant label, named without a namespace (tenants are
+/// cluster-scoped). A forged label only makes that tenant look again.
+fn tenant_of<K: Resource>(child: &DeserializeGuard<K>) -> Option<Trigger> {
+    let labels = match &child.0 {
+        Ok(obj) => obj.meta().labels.as_ref(),
+        Err(invalid) => invalid.metadata.labels.as_ref(),
     };
-    refs.into_iter()
-        .flatten()
-        .find(|o| {
-            o.controller == Some(true) && o.kind == crate::api::KIND && o.api_version.starts_with(crate::api::GROUP)
-        })
-        .map(|o| ObjectRef::new(&o.name))
+    labels.and_then(|l| l.get(TENANT_LABEL)).map(|name| ObjectRef::new(name))
 }
 
 /// What applying changed, for Events.
@@ -202,6 +196,8 @@ pub(crate) struct Changes {
     pub(crate) repaired: Vec<String>,
     pub(crate) removed: Vec<String>,
     pub(crate) detached: Vec<String>,
+    /// Access taken away from a retained namespace.
+    pub(crate) revoked: Vec<String>,
 }
 
 impl Changes {
@@ -321,32 +317,79 @@ where
     for guard in &cache {
         let Ok(obj) = &guard.0 else { continue };
         let ns = obj.meta().namespace.clone().unwrap_or_default();
-        if !namespaces.contains(&ns) || wanted_keys.contains(&(ns.clone(), obj.name_any())) {
-            continue;
-        }
-        if !controlled_by(obj, tenant_uid) {
+        if !namespaces.contains(&ns) || !owned_by(obj, tenant_uid) {
             continue;
         }
         let api = Api::<K>::namespaced(client.clone(), &ns);
-        match api.delete(&obj.name_any(), &DeleteParams::default()).await {
-            Ok(_) => changes.removed.push(describe(obj)),
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(source) => return Err(Error::Remove { what: describe(obj), source }),
+        if !wanted_keys.contains(&(ns.clone(), obj.name_any())) {
+            match api.delete(&obj.name_any(), &DeleteParams::default()).await {
+                Ok(_) => changes.removed.push(describe(obj)),
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(source) => return Err(Error::Remove { what: describe(obj), source }),
+            }
+        } else if has_owner_reference(obj, tenant_uid) {
+            cut_owner_reference(&api, obj, tenant_uid).await?;
         }
     }
     Ok(())
 }
 
-/// Whether the object has a controller reference to the tenant.
-fn controlled_by<K: Resource>(obj: &K, tenant_uid: &str) -> bool {
-    obj.meta().owner_references.iter().flatten().any(|o| o.uid == tenant_uid && o.controller == Some(true))
+/// Whether an owner reference to the tenant remains (objects of earlier versions had one).
+pub(crate) fn has_owner_reference<K: Resource>(obj: &K, tenant_uid: &str) -> bool {
+    obj.meta().owner_references.iter().flatten().any(|o| o.uid == tenant_uid)
 }
 
-/// Whether the tenant owns this object: a controller reference to the tenant, or (for retained
-/// namespaces, whose references were removed) the tenant's UID label.
+/// Removes the tenant's owner reference from an object, so the garbage collector can never
+/// delete it when the tenant disappears without the operator's cleanup (invariant 12).
+pub(crate) async fn cut_owner_reference<K>(api: &Api<K>, obj: &K, tenant_uid: &str) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+{
+    let patch = json!({"metadata": {"ownerReferences": without_owner(obj, tenant_uid)}});
+    api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|source| Error::Remove { what: format!("the owner reference of {}", describe(obj)), source })?;
+    tracing::info!(object = %describe(obj), "removed the owner reference to the tenant");
+    Ok(())
+}
+
+/// Whether the tenant owns this object: it carries the tenant's UID label (which only the
+/// operator writes, and which a retained namespace keeps).
 pub(crate) fn owned_by<K: Resource>(obj: &K, tenant_uid: &str) -> bool {
-    let by_label = obj.meta().labels.as_ref().and_then(|l| l.get(TENANT_UID_LABEL)).is_some_and(|u| u == tenant_uid);
-    controlled_by(obj, tenant_uid) || by_label
+    obj.meta().labels.as_ref().and_then(|l| l.get(TENANT_UID_LABEL)).is_some_and(|u| u == tenant_uid)
+}
+
+/// Offboarding under `Retain` (invariant 12): the namespace keeps its data and its isolation,
+/// but the tenant's RoleBindings go and its ServiceAccounts lose the IAM role annotation.
+pub(crate) async fn revoke(client: &Client, tenant_uid: &str, ns: &str, changes: &mut Changes) -> Result<(), Error> {
+    let selector = ListParams::default().labels(&format!("{TENANT_UID_LABEL}={tenant_uid}"));
+    let bindings = Api::<RoleBinding>::namespaced(client.clone(), ns);
+    let listed = bindings
+        .list(&selector)
+        .await
+        .map_err(|source| Error::Observe { what: format!("RoleBindings in {ns}"), source })?;
+    for rb in listed {
+        match bindings.delete(&rb.name_any(), &DeleteParams::default()).await {
+            Ok(_) => changes.revoked.push(describe(&rb)),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(source) => return Err(Error::Remove { what: describe(&rb), source }),
+        }
+    }
+    let accounts = Api::<ServiceAccount>::namespaced(client.clone(), ns);
+    let listed = accounts
+        .list(&selector)
+        .await
+        .map_err(|source| Error::Observe { what: format!("ServiceAccounts in {ns}"), source })?;
+    for sa in listed.into_iter().filter(|sa| sa.annotations().contains_key(IRSA_ANNOTATION)) {
+        let patch = json!({"metadata": {"annotations": {IRSA_ANNOTATION: null}}});
+        let what = format!("the IAM role annotation of {}", describe(&sa));
+        accounts
+            .patch(&sa.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|source| Error::Remove { what: what.clone(), source })?;
+        changes.revoked.push(what);
+    }
+    Ok(())
 }
 
 async fn detach_kind<K>(client: &Client, tenant_uid: &str, ns: &str) -> Result<(), Error>
@@ -358,13 +401,8 @@ where
         .list(&ListParams::default().labels(&format!("{TENANT_UID_LABEL}={tenant_uid}")))
         .await
         .map_err(|source| Error::Observe { what: format!("{} in {ns}", K::kind(&())), source })?;
-    for obj in list {
-        if obj.meta().owner_references.as_ref().is_some_and(|r| !r.is_empty()) {
-            let patch = json!({"metadata": {"ownerReferences": without_owner(&obj, tenant_uid)}});
-            api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map_err(|source| Error::Remove { what: describe(&obj), source })?;
-        }
+    for obj in list.into_iter().filter(|o| has_owner_reference(o, tenant_uid)) {
+        cut_owner_reference(&api, &obj, tenant_uid).await?;
     }
     Ok(())
 }

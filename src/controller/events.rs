@@ -55,7 +55,7 @@ impl Events {
     /// had been deleted by someone and is reported as `Restored`.
     pub(crate) async fn changes(&self, tenant: &ImagingTenant, changes: &Changes, restoring: bool) {
         let created = self.not_yet_reported(changes);
-        let groups: [(&str, &str, &[String]); 4] = [
+        let groups: [(&str, &str, &[String]); 5] = [
             if restoring {
                 ("Restored", "restored (it was deleted)", &created)
             } else {
@@ -64,6 +64,11 @@ impl Events {
             ("Repaired", "restored to the desired state (it was changed)", &changes.repaired),
             ("Removed", "removed (no longer desired)", &changes.removed),
             ("Retained", "detached and kept (deletionPolicy Retain)", &changes.detached),
+            (
+                "AccessRevoked",
+                "access revoked (deletionPolicy Retain keeps the data, not the access)",
+                &changes.revoked,
+            ),
         ];
         for (reason, verb, items) in groups {
             if !items.is_empty() {

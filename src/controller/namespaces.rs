@@ -3,13 +3,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use super::children::{self, Changes, Stores, apply_one, describe, owned_by, without_owner};
+use super::children::{
+    self, Changes, Stores, apply_one, cut_owner_reference, describe, has_owner_reference, owned_by, without_owner,
+};
 use super::error::Error;
 use crate::api::DeletionPolicy;
 use crate::api::metadata::{FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL, RETAINED_LABEL, TENANT_LABEL};
@@ -65,7 +67,15 @@ pub(crate) async fn claim(
             }
             Claim::Owned { terminating: false } => {
                 let cached = stores.namespaces.get(&ObjectRef::new(&name)).and_then(|g| g.0.as_ref().ok().cloned());
-                apply_one(&Api::all(client.clone()), cached.as_ref(), ns, changes).await.map(|()| true)
+                let api = Api::all(client.clone());
+                match apply_one(&api, cached.as_ref(), ns, changes).await {
+                    // Namespaces of earlier versions had an owner reference to the tenant.
+                    Ok(()) => match cached.filter(|c| has_owner_reference(c, tenant_uid)) {
+                        Some(cached) => cut_owner_reference(&api, &cached, tenant_uid).await.map(|()| true),
+                        None => Ok(true),
+                    },
+                    Err(e) => Err(e),
+                }
             }
             Claim::Foreign { owner } => {
                 claims.conflicts.push((name, owner));
@@ -139,26 +149,65 @@ pub(crate) fn removed_from_spec(stores: &Stores, tenant_uid: &str, wanted: &BTre
         .collect()
 }
 
-/// Invariant 5 for one namespace: `Retain` detaches it and keeps everything in it, `Delete`
-/// deletes it (Kubernetes then removes everything in it).
+/// What retiring a namespace came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retired {
+    Done,
+    /// Under `Delete`, a namespace dropped from the spec still holds this many
+    /// PersistentVolumeClaims (at least); it is kept until they are gone.
+    HoldsVolumes(usize),
+}
+
+/// Whether a namespace dropped from `spec.namespaces` under `Delete` waits for its volumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Volumes {
+    /// The namespace is deleted only once it holds no PersistentVolumeClaim.
+    Keep,
+    /// The whole tenant is deleted under `Delete`: its namespaces go with their volumes.
+    DeleteWithNamespace,
+}
+
+/// Invariants 5 and 12 for one namespace: `Retain` detaches it and keeps everything in it but
+/// revokes the tenant's access, `Delete` deletes it (Kubernetes then removes everything in it).
 pub(crate) async fn retire(
     client: &Client,
     tenant_uid: &str,
     ns: &str,
     policy: DeletionPolicy,
+    volumes: Volumes,
     changes: &mut Changes,
-) -> Result<(), Error> {
+) -> Result<Retired, Error> {
     match policy {
-        DeletionPolicy::Retain => detach(client, tenant_uid, ns, changes).await,
-        DeletionPolicy::Delete => delete(client, ns, changes).await,
+        DeletionPolicy::Retain => detach(client, tenant_uid, ns, changes).await.map(|()| Retired::Done),
+        DeletionPolicy::Delete => {
+            if volumes == Volumes::Keep {
+                let claims = volume_claims(client, ns).await?;
+                if claims > 0 {
+                    return Ok(Retired::HoldsVolumes(claims));
+                }
+            }
+            delete(client, ns, changes).await.map(|()| Retired::Done)
+        }
     }
 }
 
-/// Leaves the namespace and everything in it, but cuts every owner reference to the tenant so
-/// garbage collection never removes them, and marks the namespace as retained. The tenant UID
-/// label stays, so only this very tenant could ever adopt it again.
+/// How many PersistentVolumeClaims the namespace holds (up to a page).
+async fn volume_claims(client: &Client, ns: &str) -> Result<usize, Error> {
+    let api = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
+    let list = api
+        .list(&ListParams::default().limit(500))
+        .await
+        .map_err(|source| Error::Observe { what: format!("PersistentVolumeClaims in {ns}"), source })?;
+    Ok(list.items.len())
+}
+
+/// Leaves the namespace with its data and its network isolation, but revokes the tenant's
+/// access (RoleBindings, the workload ServiceAccount's IAM role), cuts any owner reference to the
+/// tenant so garbage collection never removes anything, and marks the namespace as retained. The
+/// tenant UID label stays, so only this very tenant could ever adopt it again.
 async fn detach(client: &Client, tenant_uid: &str, ns: &str, changes: &mut Changes) -> Result<(), Error> {
     children::detach(client, tenant_uid, ns).await?;
+    children::revoke(client, tenant_uid, ns, changes).await?;
     let api = Api::<Namespace>::all(client.clone());
     let Some(namespace) =
         api.get_opt(ns).await.map_err(|source| Error::Observe { what: format!("Namespace {ns}"), source })?

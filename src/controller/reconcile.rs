@@ -18,7 +18,7 @@ use tracing::{Instrument, info, info_span, warn};
 use super::children::{self, Changes, Part};
 use super::context::Context;
 use super::error::Error;
-use super::namespaces::{self, Claims};
+use super::namespaces::{self, Claims, Retired, Volumes};
 use super::status;
 use crate::api::condition::{self as cond, Verdict};
 use crate::api::metadata::FINALIZER;
@@ -26,8 +26,9 @@ use crate::api::{ImagingTenant, ImagingTenantStatus};
 use crate::cloud::{CloudIds, CloudReport, Retirement};
 use crate::desired::kubernetes as desired;
 
-/// A foreign namespace is not watched: look again this soon in case it was removed.
-const CONFLICT_RECHECK: Duration = Duration::from_secs(60);
+/// A foreign namespace, or the volumes of a namespace waiting for deletion, are not watched:
+/// look again this soon.
+const UNWATCHED_RECHECK: Duration = Duration::from_secs(60);
 
 /// The conditions of the parts applied inside the tenant's namespaces, with their success.
 const CHILD_PARTS: [(Part, &str, &str, &str); 3] = [
@@ -100,7 +101,7 @@ async fn apply(tenant: &ImagingTenant, ctx: &Context) -> Result<Action, Error> {
 
     let claims = namespaces::claim(&ctx.client, &ctx.stores, uid, &objects.namespaces, &mut changes).await?;
     report_conflicts(tenant, ctx, &claims).await;
-    retire_removed_namespaces(tenant, ctx, &wanted, &mut changes).await?;
+    let holding_volumes = retire_removed_namespaces(tenant, ctx, &wanted, &mut changes).await?;
     let applied = children::apply(&ctx.client, &ctx.stores, uid, &claims.owned, &objects, &mut changes).await;
     ctx.events.changes(tenant, &changes, is_restoring(tenant)).await;
     let aws = verify_aws(tenant, ctx, &claims, wanted.len()).await;
@@ -111,13 +112,14 @@ async fn apply(tenant: &ImagingTenant, ctx: &Context) -> Result<Action, Error> {
         status::part_verdict(type_, applied.error(*part), waiting, reason, message)
     }));
     verdicts.extend(aws.verdicts);
+    verdicts.extend(volumes_verdict(&holding_volumes));
     write_status(tenant, ctx, verdicts, &claims.owned, aws.ids).await?;
 
     let pass = Pass {
         retryable_failure: applied.errors().chain(claims.error.as_ref()).any(Error::is_retryable)
             || aws.retryable_failure,
         terminating: !claims.terminating.is_empty(),
-        conflicts: !claims.conflicts.is_empty(),
+        unwatched_wait: !claims.conflicts.is_empty() || !holding_volumes.is_empty(),
     };
     Ok(match next_action(&pass, ctx.resync_interval) {
         Next::Backoff => {
@@ -143,18 +145,43 @@ async fn report_conflicts(tenant: &ImagingTenant, ctx: &Context, claims: &Claims
     ctx.events.publish(tenant, EventType::Warning, "NamespaceConflict", "ClaimNamespace", note).await;
 }
 
-/// Namespaces dropped from the spec follow the deletion policy.
+/// Namespaces dropped from the spec follow the deletion policy; under `Delete`, one that still
+/// holds PersistentVolumeClaims is kept. Returns those, with their claim counts.
 async fn retire_removed_namespaces(
     tenant: &ImagingTenant,
     ctx: &Context,
     wanted: &BTreeSet<String>,
     changes: &mut Changes,
-) -> Result<(), Error> {
+) -> Result<Vec<(String, usize)>, Error> {
     let uid = tenant_uid(tenant);
+    let mut holding = Vec::new();
     for ns in namespaces::removed_from_spec(&ctx.stores, uid, wanted) {
-        namespaces::retire(&ctx.client, uid, &ns, tenant.spec.deletion_policy, changes).await?;
+        let policy = tenant.spec.deletion_policy;
+        if let Retired::HoldsVolumes(claims) =
+            namespaces::retire(&ctx.client, uid, &ns, policy, Volumes::Keep, changes).await?
+        {
+            holding.push((ns, claims));
+        }
     }
-    Ok(())
+    Ok(holding)
+}
+
+/// `DeletionBlocked` while a namespace dropped from the spec waits for its volumes to go.
+fn volumes_verdict(holding: &[(String, usize)]) -> Option<Verdict> {
+    let list: Vec<String> = holding
+        .iter()
+        .map(|(ns, n)| format!("{ns} ({n} PersistentVolumeClaim{})", if *n == 1 { "" } else { "s" }))
+        .collect();
+    (!list.is_empty()).then(|| {
+        Verdict::ok(
+            cond::DELETION_BLOCKED,
+            "NamespaceHoldsVolumes",
+            format!(
+                "namespaces dropped from spec.namespaces still hold volumes and are kept: {}; the operator deletes a namespace only once it holds no PersistentVolumeClaim: move or delete the claims, or put the namespace back in spec.namespaces",
+                list.join(", ")
+            ),
+        )
+    })
 }
 
 /// The spec did not change since the last status: what was created now had been deleted.
@@ -227,8 +254,9 @@ struct Pass {
     retryable_failure: bool,
     /// A namespace of the tenant is still being deleted and must be created again.
     terminating: bool,
-    /// A namespace of the spec belongs to someone else.
-    conflicts: bool,
+    /// Waiting on something no watch reports: a namespace of the spec that belongs to someone
+    /// else, or one dropped from the spec that still holds volumes.
+    unwatched_wait: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -240,12 +268,12 @@ enum Next {
 }
 
 /// The next action after a pass: back off while something retryable failed or a namespace is
-/// terminating; look at a conflict again soon; otherwise wait for the resync.
+/// terminating; look again soon at what no watch reports; otherwise wait for the resync.
 fn next_action(pass: &Pass, resync_interval: Duration) -> Next {
     if pass.retryable_failure || pass.terminating {
         Next::Backoff
-    } else if pass.conflicts {
-        Next::Requeue(resync_interval.min(CONFLICT_RECHECK))
+    } else if pass.unwatched_wait {
+        Next::Requeue(resync_interval.min(UNWATCHED_RECHECK))
     } else {
         Next::Requeue(resync_interval)
     }
@@ -257,7 +285,9 @@ async fn cleanup(tenant: &ImagingTenant, ctx: &Context) -> Result<Action, Error>
     let uid = tenant_uid(tenant);
     let mut changes = Changes::default();
     for ns in namespaces::labelled(&ctx.stores, uid) {
-        namespaces::retire(&ctx.client, uid, &ns.name_any(), tenant.spec.deletion_policy, &mut changes).await?;
+        let policy = tenant.spec.deletion_policy;
+        namespaces::retire(&ctx.client, uid, &ns.name_any(), policy, Volumes::DeleteWithNamespace, &mut changes)
+            .await?;
     }
     ctx.events.changes(tenant, &changes, false).await;
 
@@ -314,14 +344,14 @@ mod tests {
     fn retryable_failures_and_terminating_namespaces_back_off() {
         let failed = Pass { retryable_failure: true, ..Pass::default() };
         assert_eq!(next_action(&failed, RESYNC), Next::Backoff);
-        let terminating = Pass { terminating: true, conflicts: true, ..Pass::default() };
+        let terminating = Pass { terminating: true, unwatched_wait: true, ..Pass::default() };
         assert_eq!(next_action(&terminating, RESYNC), Next::Backoff);
     }
 
     #[test]
-    fn a_conflict_is_looked_at_again_within_a_minute() {
-        let conflict = Pass { conflicts: true, ..Pass::default() };
-        assert_eq!(next_action(&conflict, RESYNC), Next::Requeue(CONFLICT_RECHECK));
+    fn a_conflict_or_a_namespace_holding_volumes_is_looked_at_again_within_a_minute() {
+        let conflict = Pass { unwatched_wait: true, ..Pass::default() };
+        assert_eq!(next_action(&conflict, RESYNC), Next::Requeue(UNWATCHED_RECHECK));
         assert_eq!(next_action(&conflict, Duration::from_secs(20)), Next::Requeue(Duration::from_secs(20)));
     }
 }

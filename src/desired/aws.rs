@@ -251,6 +251,21 @@ pub fn trust_policy(tenant: &ImagingTenant, settings: &Settings) -> Value {
     })
 }
 
+/// The trust policy of a role kept by a `Retain` deletion (invariant 12): nobody may assume it,
+/// so neither a former workload nor a later namespace of the same name reaches the retained data.
+/// The break-glass role reaches it through the bucket and key policies.
+pub fn retained_trust_policy() -> Value {
+    json!({
+        "Version": POLICY_VERSION,
+        "Statement": [{
+            "Sid": "RetainedNobodyAssumes",
+            "Effect": "Deny",
+            "Principal": {"AWS": "*"},
+            "Action": ["sts:AssumeRole", "sts:AssumeRoleWithWebIdentity", "sts:AssumeRoleWithSAML", "sts:TagSession"],
+        }]
+    })
+}
+
 /// What a tenant role may do on its bucket: list it and its multipart uploads.
 pub const TENANT_BUCKET_ACTIONS: [&str; 3] = ["s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"];
 /// What a tenant role may do on its objects: read and write images, and delete an object (under

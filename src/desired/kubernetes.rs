@@ -12,9 +12,7 @@ use k8s_openapi::api::networking::v1::{
 };
 use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject as RbacSubject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-    LabelSelector, LabelSelectorRequirement, ObjectMeta, OwnerReference,
-};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 
@@ -62,17 +60,14 @@ pub(crate) fn labels(tenant: &ImagingTenant) -> BTreeMap<String, String> {
     labels
 }
 
-/// The controller owner reference to the tenant; absent offline (`plan`), where no UID exists.
-pub(crate) fn owner_reference(tenant: &ImagingTenant) -> Option<OwnerReference> {
-    tenant.controller_owner_ref(&())
-}
-
 fn meta(tenant: &ImagingTenant, name: &str, namespace: Option<&str>) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.to_string()),
         namespace: namespace.map(str::to_string),
+        // No owner reference: the garbage collector must never delete a tenant's namespace, or
+        // the isolation inside it, when the tenant disappears without the operator's cleanup
+        // (invariant 12). The operator finds its objects by the tenant-uid label.
         labels: Some(labels(tenant)),
-        owner_references: owner_reference(tenant).map(|o| vec![o]),
         ..ObjectMeta::default()
     }
 }

@@ -6,7 +6,9 @@ use ito_test_support::chart::*;
 use ito_test_support::{ControlPlane, api_error_code, create_namespace, unique_name};
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, Pod, ResourceQuota, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, Pod, ResourceQuota, Secret, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -310,6 +312,9 @@ async fn operator_service_account_can_do_what_the_operator_does() {
         );
         allowed(api.list(&ListParams::default()).await, &format!("list {}", resource.plural));
     }
+    let claims = Api::<PersistentVolumeClaim>::namespaced(op.clone(), &ns_name);
+    allowed(claims.list(&ListParams::default()).await, "list PersistentVolumeClaims (before deleting a namespace)");
+    forbidden(claims.delete("data", &DeleteParams::default()).await, "delete a PersistentVolumeClaim");
     let role_bindings = Api::<RoleBinding>::namespaced(op.clone(), &ns_name);
     for role in ["admin", "edit", "view"] {
         let binding = json!({
@@ -539,7 +544,8 @@ async fn operator_service_account_has_exactly_the_needed_verbs() {
         ("", "pods/log", true, &[]),
         ("", "serviceaccounts/token", true, &[]),
         ("", "nodes", false, &[]),
-        ("", "persistentvolumeclaims", true, &[]),
+        // Only counted, before a namespace dropped from a Delete tenant's spec is deleted.
+        ("", "persistentvolumeclaims", true, &["list"]),
         ("apps", "deployments", true, &[]),
         ("batch", "jobs", true, &[]),
         ("rbac.authorization.k8s.io", "roles", true, &[]),

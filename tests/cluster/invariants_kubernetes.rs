@@ -9,7 +9,9 @@ use imaging_tenant_operator::api::metadata;
 use imaging_tenant_operator::api::{ImagingTenant, condition};
 use imaging_tenant_operator::desired::kubernetes as desired;
 use ito_test_support::{ControlPlane, Moto, api_error_code, unique_name, wait_for};
-use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, ResourceQuota, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -154,8 +156,13 @@ async fn invariant_1_ownership_two_tenants_one_namespace_first_keeps_it() {
     let labels = namespace_labels(&client, &shared_ns).await;
     assert_eq!(labels.get(metadata::TENANT_LABEL), Some(&first));
     let ns = Api::<Namespace>::all(client.clone()).get(&shared_ns).await.unwrap();
-    let owners: Vec<_> = ns.owner_references().iter().map(|o| o.name.clone()).collect();
-    assert_eq!(owners, vec![first.clone()]);
+    let first_uid = Api::<ImagingTenant>::all(client.clone()).get(&first).await.unwrap().metadata.uid.unwrap();
+    assert_eq!(ns.labels().get(metadata::TENANT_UID_LABEL), Some(&first_uid), "the first tenant keeps it");
+    assert!(
+        ns.owner_references().is_empty(),
+        "found by label, never by an owner reference: {:?}",
+        ns.owner_references()
+    );
     // The first tenant's bindings are the only ones there.
     let rbs = Api::<RoleBinding>::namespaced(client.clone(), &shared_ns).list(&ListParams::default()).await.unwrap();
     assert!(rbs.items.iter().all(|rb| rb.labels().get(metadata::TENANT_LABEL) == Some(&first)));
@@ -448,10 +455,16 @@ async fn invariant_5_retain_detaches_and_delete_removes_namespaces() {
     let kept = unique_name("keep");
     let gone = unique_name("gone");
     let kept_extra = format!("{kept}-old");
-    create_tenant(&client, &op.tenant(&kept, json!({"namespaces": [{"name": kept}, {"name": kept_extra}]}))).await;
+    let access = json!({"viewers": [{"kind": "User", "name": "alice@group.example"}]});
+    let spec = json!({"namespaces": [{"name": kept}, {"name": kept_extra}], "access": access});
+    create_tenant(&client, &op.tenant(&kept, spec)).await;
     create_tenant(&client, &op.tenant(&gone, json!({"deletionPolicy": "Delete"}))).await;
     wait_ready(&client, &kept).await;
     wait_ready(&client, &gone).await;
+    for ns in [&kept, &kept_extra] {
+        let bindings = Api::<RoleBinding>::namespaced(client.clone(), ns).list(&ListParams::default()).await.unwrap();
+        assert!(!bindings.items.is_empty(), "{ns} has the tenant's RoleBindings before the deletion");
+    }
     let api: Api<ImagingTenant> = Api::all(client.clone());
     let ns_api: Api<Namespace> = Api::all(client.clone());
 
@@ -491,7 +504,17 @@ async fn invariant_5_retain_detaches_and_delete_removes_namespaces() {
             "retained namespace {ns} lost its default deny"
         );
         assert!(policies.iter().all(|p| p.owner_references().is_empty()));
+        // Offboarding revokes access: no RoleBinding of the tenant, no IAM role on its account.
+        let bindings =
+            Api::<RoleBinding>::namespaced(client.clone(), ns).list(&ListParams::default()).await.unwrap().items;
+        assert!(bindings.is_empty(), "retained namespace {ns} keeps RoleBindings: {bindings:?}");
+        let account = Api::<ServiceAccount>::namespaced(client.clone(), ns).get("imaging-workload").await.unwrap();
+        assert!(
+            !account.annotations().contains_key(metadata::IRSA_ANNOTATION),
+            "retained namespace {ns}: the workload ServiceAccount still names the IAM role"
+        );
     }
+    wait_event(&client, &kept, "AccessRevoked", "RoleBinding").await;
 
     // Deleting the Delete tenant removes its namespace.
     api.delete(&gone, &DeleteParams::default()).await.unwrap();
@@ -547,4 +570,137 @@ async fn invariant_7_restart_in_the_middle_converges() {
         let limits = Api::<LimitRange>::namespaced(client.clone(), n).list(&ListParams::default()).await.unwrap().items;
         assert_eq!(limits.len(), 1);
     }
+}
+
+/// Invariant 12: removing the finalizer of a tenant by hand while the operator is down (the usual
+/// "fix" for a tenant stuck in Terminating) lets the tenant disappear without the operator's
+/// cleanup; the garbage collector must not take its namespace, or the isolation inside, with it.
+#[tokio::test]
+async fn invariant_12_the_garbage_collector_never_deletes_a_tenant_namespace() {
+    let cp = ControlPlane::shared().await;
+    let moto = Moto::shared().await;
+    let client = cp.client();
+    let mut op = Operator::start(cp, moto).await;
+    let name = unique_name("orphan");
+    create_tenant(&client, &op.tenant(&name, json!({"deletionPolicy": "Delete"}))).await;
+    let tenant = wait_ready(&client, &name).await;
+    let uid = tenant.metadata.uid.clone().unwrap();
+    op.stop();
+
+    // A dependent of the tenant, to see the garbage collector act.
+    let canary = config_map_owned_by(&name, &uid);
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), &name);
+    config_maps.create(&PostParams::default(), &canary).await.unwrap();
+
+    let api: Api<ImagingTenant> = Api::all(client.clone());
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"finalizers": null}}))).await.unwrap();
+    wait_for(Duration::from_secs(120), "the garbage collector to delete the tenant's dependent", || async {
+        match config_maps.get_opt("canary").await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(c) => Err(format!("canary still there: {:?}", c.metadata.owner_references)),
+        }
+    })
+    .await;
+
+    let ns = Api::<Namespace>::all(client.clone()).get(&name).await.expect("the namespace survives its tenant");
+    assert!(ns.metadata.deletion_timestamp.is_none(), "the namespace is being deleted");
+    let policies = Api::<NetworkPolicy>::namespaced(client.clone(), &name).list(&ListParams::default()).await.unwrap();
+    let names: Vec<String> = policies.items.iter().map(|p| p.name_any()).collect();
+    assert!(names.contains(&desired::DEFAULT_DENY.to_string()), "default deny survives: {names:?}");
+    let quota = Api::<ResourceQuota>::namespaced(client.clone(), &name).get_opt(desired::QUOTA).await.unwrap();
+    assert!(quota.is_some(), "the quota survives");
+}
+
+fn config_map_owned_by(tenant: &str, uid: &str) -> ConfigMap {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "canary", "ownerReferences": [{
+            "apiVersion": "imaging.tenancy.dev/v1alpha1", "kind": "ImagingTenant", "name": tenant, "uid": uid,
+        }]},
+    }))
+    .unwrap()
+}
+
+/// Invariant 12: objects made by earlier versions carried an owner reference to the tenant; the
+/// operator removes it, so they cannot be collected with the tenant.
+#[tokio::test]
+async fn invariant_12_owner_references_of_earlier_versions_are_removed() {
+    let cp = ControlPlane::shared().await;
+    let moto = Moto::shared().await;
+    let client = cp.client();
+    let op = Operator::start(cp, moto).await;
+    let name = unique_name("legacy");
+    create_tenant(&client, &op.tenant(&name, json!({}))).await;
+    let tenant = wait_ready(&client, &name).await;
+    let owner = json!([{
+        "apiVersion": "imaging.tenancy.dev/v1alpha1", "kind": "ImagingTenant", "name": name,
+        "uid": tenant.metadata.uid.clone().unwrap(), "controller": true, "blockOwnerDeletion": true,
+    }]);
+    let patch = Patch::Merge(json!({"metadata": {"ownerReferences": owner}}));
+    let policies = Api::<NetworkPolicy>::namespaced(client.clone(), &name);
+    let namespaces = Api::<Namespace>::all(client.clone());
+    policies.patch(desired::DEFAULT_DENY, &PatchParams::default(), &patch).await.unwrap();
+    namespaces.patch(&name, &PatchParams::default(), &patch).await.unwrap();
+    wait_for(Duration::from_secs(60), "the owner references to be removed", || async {
+        let np = policies.get(desired::DEFAULT_DENY).await.map_err(|e| e.to_string())?;
+        let ns = namespaces.get(&name).await.map_err(|e| e.to_string())?;
+        if np.owner_references().is_empty() && ns.owner_references().is_empty() {
+            Ok(())
+        } else {
+            Err(format!("policy: {:?}, namespace: {:?}", np.owner_references(), ns.owner_references()))
+        }
+    })
+    .await;
+}
+
+/// Invariant 12: under `Delete`, a namespace dropped from the spec is not deleted while it holds
+/// PersistentVolumeClaims; the status says so, and it goes once they are gone.
+#[tokio::test]
+async fn invariant_12_a_dropped_namespace_holding_volumes_is_kept() {
+    let cp = ControlPlane::shared().await;
+    let moto = Moto::shared().await;
+    let client = cp.client();
+    let op = Operator::start(cp, moto).await;
+    let name = unique_name("vols");
+    let extra = format!("{name}-scans");
+    let spec = json!({"deletionPolicy": "Delete", "namespaces": [{"name": name}, {"name": extra}]});
+    create_tenant(&client, &op.tenant(&name, spec)).await;
+    wait_ready(&client, &name).await;
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &extra);
+    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "studies"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }))
+    .unwrap();
+    claims.create(&PostParams::default(), &claim).await.unwrap();
+
+    let api: Api<ImagingTenant> = Api::all(client.clone());
+    let drop = json!({"spec": {"namespaces": [{"name": name}]}});
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&drop)).await.unwrap();
+    let t = wait_condition(&client, &name, condition::DELETION_BLOCKED, "True", Duration::from_secs(60)).await;
+    let blocked = condition::find(&t.status.unwrap().conditions, condition::DELETION_BLOCKED).cloned().unwrap();
+    assert_eq!(blocked.reason, "NamespaceHoldsVolumes");
+    assert!(blocked.message.contains(&format!("{extra} (1 PersistentVolumeClaim)")), "{}", blocked.message);
+    let ns_api: Api<Namespace> = Api::all(client.clone());
+    let kept = ns_api.get(&extra).await.expect("the namespace with volumes is kept");
+    assert!(kept.metadata.deletion_timestamp.is_none());
+
+    claims.delete("studies", &DeleteParams::default()).await.unwrap();
+    wait_for(Duration::from_secs(150), "the namespace to be deleted once its volumes are gone", || async {
+        match ns_api.get_opt(&extra).await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(ns) if ns.metadata.deletion_timestamp.is_some() => Ok(()),
+            Some(ns) => Err(format!("still there: {:?}", ns.status)),
+        }
+    })
+    .await;
+    wait_for(Duration::from_secs(60), "DeletionBlocked to clear", || async {
+        let t = api.get(&name).await.map_err(|e| e.to_string())?;
+        match condition::find(&t.status.map(|s| s.conditions).unwrap_or_default(), condition::DELETION_BLOCKED) {
+            None => Ok(()),
+            Some(c) => Err(format!("{}: {}", c.reason, c.message)),
+        }
+    })
+    .await;
 }

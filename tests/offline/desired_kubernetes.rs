@@ -7,7 +7,6 @@ use imaging_tenant_operator::api::ImagingTenant;
 use imaging_tenant_operator::api::metadata;
 use imaging_tenant_operator::config::Settings;
 use imaging_tenant_operator::desired::kubernetes::{self as desired, BOUND_CLUSTER_ROLES};
-use serde_json::Value;
 
 fn settings() -> Settings {
     Settings {
@@ -58,10 +57,9 @@ fn every_object_is_labelled_owned_and_typed() {
             let labels = &obj["metadata"]["labels"];
             assert_eq!(labels[metadata::MANAGED_BY_LABEL], metadata::MANAGED_BY, "{what}");
             assert_eq!(labels[metadata::TENANT_LABEL].as_str(), tenant.metadata.name.as_deref(), "{what}");
-            let owners = obj["metadata"]["ownerReferences"].as_array().expect("owner reference");
-            assert_eq!(owners.len(), 1, "{what}");
-            assert_eq!(owners[0]["uid"].as_str(), tenant.metadata.uid.as_deref(), "{what}");
-            assert_eq!(owners[0]["controller"], Value::Bool(true), "{what}");
+            assert_eq!(labels[metadata::TENANT_UID_LABEL].as_str(), tenant.metadata.uid.as_deref(), "{what}");
+            // Invariant 12: no owner reference, so the garbage collector never removes any of it.
+            assert!(obj["metadata"].get("ownerReferences").is_none(), "{what} has an owner reference");
             if obj["kind"] != "Namespace" {
                 let ns = obj["metadata"]["namespace"].as_str().expect("namespaced");
                 assert!(tenant.namespace_names().iter().any(|n| n == ns), "{what} outside the tenant's namespaces");

@@ -28,6 +28,9 @@ pub enum Mode {
     /// a non-retryable `SimulatedCrash` error: AWS is left exactly as a process killed right after
     /// that write would leave it.
     CrashAfterWrites { writes: u64 },
+    /// Answers every S3 HEAD request (HeadBucket, HeadObject) with 403 Forbidden, as S3 does for
+    /// a caller without `s3:ListBucket` on the bucket; forwards everything else.
+    DenyS3Heads,
 }
 
 /// The AWS service and operation of a request, as far as the proxy needs to know.
@@ -61,7 +64,7 @@ impl FaultProxy {
         let counters = Arc::new(Counters::default());
         let seed = match &mode {
             Mode::Flaky { seed, .. } => *seed,
-            Mode::CrashAfterWrites { .. } | Mode::Clean => 0,
+            Mode::CrashAfterWrites { .. } | Mode::Clean | Mode::DenyS3Heads => 0,
         };
         let rng = Arc::new(Mutex::new(StdRng::seed_from_u64(seed)));
         let shared = counters.clone();
@@ -176,7 +179,10 @@ async fn serve(
         Mode::CrashAfterWrites { .. } if counters.crashed.load(Ordering::SeqCst) => {
             return client.write_all(&crashed(&call, head_only)).await;
         }
-        Mode::CrashAfterWrites { .. } | Mode::Clean => {}
+        Mode::DenyS3Heads if head_only && call.service == "s3" => {
+            return client.write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n").await;
+        }
+        Mode::CrashAfterWrites { .. } | Mode::Clean | Mode::DenyS3Heads => {}
     }
     let response = moto_compat(&request, forward(&request, upstream).await?);
     if call.write && status_of(&response).is_some_and(|s| (200..300).contains(&s)) {
