@@ -109,9 +109,10 @@ $(BIN_DIR)/crds/.cnp-$(NPA_VERSION):
 	rm -f $(@D)/.cnp-*
 	touch $@
 
-# go test of the tools of tests/tools that have tests (not part of `make test`).
+# go test of netpol-verdict (not part of `make test`). -trimpath, as GO_BUILD, so the test build
+# reuses the packages compiled for the binary.
 tools-test:
-	cd $(TOOLS)/netpol && go test -count=1 ./...
+	cd $(TOOLS)/netpol && go test -trimpath -count=1 ./...
 
 moto: $(MOTO_VENV)/.installed $(MOTO_VENV)/.requirements-$(PY_REQUIREMENTS_HASH)
 

@@ -6,9 +6,9 @@
 //
 // The objects go into the informer stores of a kube-network-policies Controller, as the
 // module's own tests do, and each connection is judged by the Controller's packet
-// evaluation (see evaluate.go): egress of the source pod, then
-// ingress of the destination pod, with AdminNetworkPolicies first and
-// BaselineAdminNetworkPolicies last. No dataplane runs and no API server is contacted.
+// evaluation (see evaluate.go): egress of the source pod, then ingress of the destination
+// pod, with AdminNetworkPolicies first and BaselineAdminNetworkPolicies last. No dataplane
+// runs and no API server is contacted.
 //
 // Exit status: 0 with verdicts, 2 when the input is not a valid scenario, 1 otherwise.
 package main
@@ -162,7 +162,7 @@ func Judge(s *Scenario) ([]Verdict, error) {
 	if err != nil {
 		return nil, err
 	}
-	networkPolicies, err := networkPolicies(s, namespaces)
+	policies, err := networkPolicies(s, namespaces)
 	if err != nil {
 		return nil, err
 	}
@@ -255,7 +255,7 @@ func Judge(s *Scenario) ([]Verdict, error) {
 			return nil, err
 		}
 	}
-	for _, np := range networkPolicies {
+	for _, np := range policies {
 		if err := add(factory.Networking().V1().NetworkPolicies().Informer().GetStore(), np); err != nil {
 			return nil, err
 		}
