@@ -8,6 +8,11 @@ go_mod_version = $(shell awk -v mod=$(2) '$$1 == "require" && $$2 == mod { print
 K8S_VERSION := $(call go_mod_version,kubernetes,k8s.io/kubernetes)
 ETCD_VERSION := $(call go_mod_version,etcd,go.etcd.io/etcd/server/v3)
 HELM_VERSION := $(call go_mod_version,helm,helm.sh/helm/v3)
+KNP_VERSION := $(call go_mod_version,netpol,sigs.k8s.io/kube-network-policies)
+# network-policy-api: the version kube-network-policies evaluates (AdminNetworkPolicy and
+# BaselineAdminNetworkPolicy), and the release pinned for the ClusterNetworkPolicy CRD.
+NETPOL_NPA_VERSION := $(call go_mod_version,netpol,sigs.k8s.io/network-policy-api)
+NPA_VERSION := $(call go_mod_version,network-policy-api,sigs.k8s.io/network-policy-api)
 MOTO_VERSION := $(shell sed -n 's/^moto\[server\]==//p' $(TOOLS)/moto/requirements.txt)
 
 CACHE_DIR ?= $(HOME)/.cache/imaging-tenant-operator
@@ -32,12 +37,20 @@ K8S_LDFLAGS := -s -w \
 
 K8S_BINARIES := $(BIN_DIR)/etcd $(BIN_DIR)/kube-apiserver $(BIN_DIR)/kube-controller-manager $(BIN_DIR)/helm
 
-.PHONY: test k8s-bin moto fmt-check lint crds iam-policies
+# netpol-verdict (tests/tools/netpol) goes into BIN_DIR as well, but BIN_DIR keeps the name of
+# the control plane's versions (tests/support computes it too). A stamp named after the
+# kube-network-policies version and a hash of the tool's sources and go.mod/go.sum rebuilds
+# it when either changes; nothing else does.
+NETPOL_HASH := $(shell cat $(sort $(filter-out %_test.go,$(wildcard $(TOOLS)/netpol/*.go))) $(TOOLS)/netpol/go.mod $(TOOLS)/netpol/go.sum | sha256sum | cut -c1-16)
+NETPOL_VERDICT := $(BIN_DIR)/netpol-verdict
+NETPOL_CRDS := $(addprefix $(BIN_DIR)/crds/policy.networking.k8s.io_,adminnetworkpolicies.yaml baselineadminnetworkpolicies.yaml clusternetworkpolicies.yaml)
+
+.PHONY: test k8s-bin moto fmt-check lint crds iam-policies netpol-crds tools-test
 
 test: k8s-bin moto image-build-deps
 	cargo test --locked --all-targets
 
-k8s-bin: $(K8S_BINARIES)
+k8s-bin: $(K8S_BINARIES) $(NETPOL_VERDICT) netpol-crds
 
 # Each binary is written under a temporary name and renamed, so an interrupted
 # build never leaves a truncated binary that later runs would take as cached.
@@ -60,6 +73,46 @@ $(BIN_DIR)/helm:
 	@mkdir -p $(BIN_DIR)
 	cd $(TOOLS)/helm && $(GO_BUILD) -ldflags='-s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION)' -o $@.partial helm.sh/helm/v3/cmd/helm
 	mv $@.partial $@
+
+$(NETPOL_VERDICT): $(BIN_DIR)/.netpol-verdict-$(KNP_VERSION)-$(NETPOL_HASH)
+	cd $(TOOLS)/netpol && $(GO_BUILD) -ldflags='-s -w' -o $@.partial .
+	mv $@.partial $@
+
+$(BIN_DIR)/.netpol-verdict-$(KNP_VERSION)-$(NETPOL_HASH):
+	@mkdir -p $(BIN_DIR)
+	rm -f $(BIN_DIR)/.netpol-verdict-*
+	touch $@
+
+# The policy.networking.k8s.io CRDs (standard channel), copied from the module cache:
+# AdminNetworkPolicy and BaselineAdminNetworkPolicy from the network-policy-api version
+# netpol-verdict evaluates, ClusterNetworkPolicy from tests/tools/network-policy-api's pin
+# (no kube-network-policies we build evaluates it). Copied again when a pin changes.
+netpol-crds: $(NETPOL_CRDS)
+
+NPA_MODULE_DIR = go mod download -json sigs.k8s.io/network-policy-api | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$$/\1/p'
+
+$(BIN_DIR)/crds/policy.networking.k8s.io_adminnetworkpolicies.yaml $(BIN_DIR)/crds/policy.networking.k8s.io_baselineadminnetworkpolicies.yaml: $(BIN_DIR)/crds/.anp-$(NETPOL_NPA_VERSION)
+	dir=$$(cd $(TOOLS)/netpol && $(NPA_MODULE_DIR)) && install -m 644 "$$dir/config/crd/standard/$(@F)" $@.partial
+	mv $@.partial $@
+
+$(BIN_DIR)/crds/policy.networking.k8s.io_clusternetworkpolicies.yaml: $(BIN_DIR)/crds/.cnp-$(NPA_VERSION)
+	dir=$$(cd $(TOOLS)/network-policy-api && $(NPA_MODULE_DIR)) && install -m 644 "$$dir/config/crd/standard/$(@F)" $@.partial
+	mv $@.partial $@
+
+$(BIN_DIR)/crds/.anp-$(NETPOL_NPA_VERSION):
+	@mkdir -p $(@D)
+	rm -f $(@D)/.anp-*
+	touch $@
+
+$(BIN_DIR)/crds/.cnp-$(NPA_VERSION):
+	@mkdir -p $(@D)
+	rm -f $(@D)/.cnp-*
+	touch $@
+
+# go test of netpol-verdict (not part of `make test`). -trimpath, as GO_BUILD, so the test build
+# reuses the packages compiled for the binary.
+tools-test:
+	cd $(TOOLS)/netpol && go test -trimpath -count=1 ./...
 
 moto: $(MOTO_VENV)/.installed $(MOTO_VENV)/.requirements-$(PY_REQUIREMENTS_HASH)
 
