@@ -26,6 +26,12 @@ pub enum CloudError {
         "{kind} {name} exists but does not belong to this tenant ({detail}); it is left untouched: remove or rename it, or delete and re-create the tenant to get a new name"
     )]
     Foreign { kind: ResourceKind, name: String, detail: String },
+    /// The tenant's key was found but is not safe to adopt (key material from outside KMS, a
+    /// multi-Region key, a key store that is unavailable, standing grants).
+    #[error(
+        "KMS key {name} carries the tenant's tags but is not used: {detail}. A key the operator did not create this way may let someone else decrypt the tenant's images: delete its alias and tags after checking who made it, and the operator creates a new key"
+    )]
+    UnsafeKey { name: String, detail: String },
     /// A setting was written and read back, and still differs.
     #[error("{what} of {resource} still differs after it was written: {detail}")]
     NotConverged { what: &'static str, resource: String, detail: String },
@@ -168,6 +174,7 @@ impl CloudError {
                 ResourceKind::Key | ResourceKind::Alias => "KeyConflict",
                 ResourceKind::Role => "RoleConflict",
             },
+            CloudError::UnsafeKey { .. } => "KeyRefused",
             CloudError::NotConverged { .. } => "NotConverged",
             CloudError::Unreadable { .. } => "UnreadableResponse",
             CloudError::Progress { .. } => "StatusNotRecorded",
@@ -179,7 +186,7 @@ impl CloudError {
     pub fn class(&self) -> ErrorClass {
         match self {
             CloudError::Aws { code, status, .. } => ErrorClass::of_aws(code, *status),
-            CloudError::Foreign { .. } => ErrorClass::Conflict,
+            CloudError::Foreign { .. } | CloudError::UnsafeKey { .. } => ErrorClass::Conflict,
             CloudError::NotConverged { .. } => ErrorClass::NotConverged,
             CloudError::Unreadable { .. } => ErrorClass::Unreadable,
             CloudError::Progress { .. } => ErrorClass::Status,

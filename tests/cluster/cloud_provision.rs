@@ -9,7 +9,7 @@ use aws_sdk_s3::types::{
     BucketVersioningStatus, ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
     ServerSideEncryptionRule, Tag, Tagging, VersioningConfiguration,
 };
-use imaging_tenant_operator::cloud::{REPAIRED, policy};
+use imaging_tenant_operator::cloud::{CloudIds, REPAIRED, policy};
 use ito_test_support::Moto;
 use serde_json::{Value, json};
 
@@ -430,4 +430,48 @@ async fn every_role_carries_the_permissions_boundary_and_a_removed_one_is_restor
         "{:?}",
         second.events
     );
+}
+
+/// A key the operator did not make the way it makes keys is never adopted, even with the
+/// tenant's alias and tags: key material from outside KMS, a multi-Region key, a standing grant.
+#[tokio::test]
+async fn a_planted_key_is_refused() {
+    use aws_sdk_kms::types::{GrantOperation, OriginType, Tag as KmsTag};
+    let moto = Moto::shared().await;
+    let settings = settings(None);
+    let aws = connect(moto).await;
+    for case in ["external", "multiregion", "granted"] {
+        let t = tenant(&format!("planted-{case}"), json!({}));
+        let want = desired(&t, &settings, &CloudIds::default());
+        let tags: Vec<KmsTag> =
+            want.key.tags.iter().map(|(k, v)| KmsTag::builder().tag_key(k).tag_value(v).build().unwrap()).collect();
+        let mut create = aws.kms.create_key().set_tags(Some(tags));
+        create = match case {
+            "external" => create.origin(OriginType::External),
+            "multiregion" => create.multi_region(true),
+            _ => create,
+        };
+        let planted = create.send().await.unwrap().key_metadata.unwrap().key_id;
+        aws.kms.create_alias().alias_name(&want.key.alias).target_key_id(&planted).send().await.unwrap();
+        if case == "granted" {
+            aws.kms
+                .create_grant()
+                .key_id(&planted)
+                .grantee_principal("arn:aws:iam::999999999999:role/someone-else")
+                .operations(GrantOperation::Decrypt)
+                .send()
+                .await
+                .unwrap();
+        }
+
+        let mut ids = KeepIds::default();
+        let report = provision(&aws.cloud, &t, &settings, &mut ids).await;
+        let key_ready = report.verdicts.iter().find(|v| v.type_ == "KeyReady").unwrap();
+        assert!(!key_ready.ok, "{case}: {}", verdicts(&report));
+        assert_eq!(key_ready.reason, "KeyRefused", "{case}: {}", key_ready.message);
+        assert!(key_ready.message.contains(&planted), "{case}: {}", key_ready.message);
+        assert!(!report.error.as_ref().unwrap().is_retryable(), "{case}: waits for a person");
+        let bucket = report.verdicts.iter().find(|v| v.type_ == "BucketReady").unwrap();
+        assert!(!bucket.ok, "{case}: no bucket is encrypted with a refused key");
+    }
 }
