@@ -92,6 +92,9 @@ impl Aws {
                 name: want.name.clone(),
                 detail: format!("its tag {TAG_TENANT_UID} is {uid:?}"),
             }),
+            // Empty and untagged: left by a create that stopped before its tags were written (S3
+            // endpoints that ignore tags on CreateBucket). Its name carries the hash of this
+            // tenant's UID, ExpectedBucketOwner puts it in this account, and it holds no data.
             None => match self.count_versions(want, 1).await? {
                 (0, false) => Ok(Some(LiveBucket { status, tags, untagged: true })),
                 _ => Err(CloudError::Foreign {

@@ -241,6 +241,7 @@ pub(crate) struct Aws {
     pub(crate) sts: aws_sdk_sts::Client,
     pub(crate) create_key: rate::RateLimiter,
     pub(crate) calls: calls::CallCounter,
+    pub(crate) bucket_owner: sdk::ExpectedBucketOwner,
 }
 
 impl std::fmt::Debug for Cloud {
@@ -296,7 +297,8 @@ impl Cloud {
                 b
             }};
         }
-        let s3 = client!(aws_sdk_s3).force_path_style(endpoint.is_some()).build();
+        let bucket_owner = sdk::ExpectedBucketOwner::default();
+        let s3 = client!(aws_sdk_s3).force_path_style(endpoint.is_some()).interceptor(bucket_owner.clone()).build();
         Cloud {
             aws: Arc::new(Aws {
                 iam: aws_sdk_iam::Client::from_conf(client!(aws_sdk_iam).build()),
@@ -305,6 +307,7 @@ impl Cloud {
                 sts: aws_sdk_sts::Client::from_conf(client!(aws_sdk_sts).build()),
                 create_key: rate::RateLimiter::new(opts.max_create_key_per_second),
                 calls,
+                bucket_owner,
             }),
         }
     }
@@ -342,12 +345,14 @@ impl Cloud {
         progress: &mut dyn Progress,
     ) -> CloudReport {
         let aws: &Aws = &self.aws;
+        aws.bucket_owner.set(&settings.account_id);
         provision(Resources::of(aws), tenant, settings, known, progress).await
     }
 
     /// Follows `spec.deletionPolicy` (invariant 5).
     pub async fn retire(&self, tenant: &ImagingTenant, settings: &Settings, known: &CloudIds) -> Retirement {
         let aws: &Aws = &self.aws;
+        aws.bucket_owner.set(&settings.account_id);
         retire(Resources::of(aws), tenant, settings, known).await
     }
 }

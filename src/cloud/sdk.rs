@@ -12,6 +12,15 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_smithy_types::error::operation::BuildError;
 use backon::{ConstantBuilder, Retryable};
 
+use std::sync::{Arc, OnceLock};
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+
 use super::error::{CloudError, TRANSPORT_CODES};
 use crate::api::metadata::TAG_RETAINED;
 
@@ -135,6 +144,43 @@ where
 /// Tags as every API of the operator takes and returns them, rendered for each SDK.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Tags(pub(crate) BTreeMap<String, String>);
+
+/// Sends `x-amz-expected-bucket-owner` with every S3 request but CreateBucket, once the account
+/// is known: S3 then refuses (403) to act on a bucket of that name that another account owns,
+/// so no setting of the operator's ever lands on, or is read from, someone else's bucket.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ExpectedBucketOwner {
+    account: Arc<OnceLock<String>>,
+}
+
+impl ExpectedBucketOwner {
+    /// The operator's account (12 digits); the first one set stays.
+    pub(crate) fn set(&self, account: &str) {
+        if account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) {
+            let _ = self.account.set(account.to_string());
+        }
+    }
+}
+
+impl Intercept for ExpectedBucketOwner {
+    fn name(&self) -> &'static str {
+        "ExpectedBucketOwner"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Some(account) = self.account.get() else { return Ok(()) };
+        // CreateBucket has no owner yet to expect; ListBuckets names no bucket.
+        if !cfg.load::<Metadata>().is_some_and(|m| matches!(m.name(), "CreateBucket" | "ListBuckets")) {
+            context.request_mut().headers_mut().insert("x-amz-expected-bucket-owner", account.clone());
+        }
+        Ok(())
+    }
+}
 
 impl Tags {
     /// What the Retain policy puts on a kept resource.

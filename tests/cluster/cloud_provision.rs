@@ -475,3 +475,25 @@ async fn a_planted_key_is_refused() {
         assert!(!bucket.ok, "{case}: no bucket is encrypted with a refused key");
     }
 }
+
+/// Every S3 request but CreateBucket names the account that must own the bucket, so S3 refuses
+/// to act on a bucket of the tenant's name that another account owns.
+#[tokio::test]
+async fn every_s3_request_names_the_expected_bucket_owner() {
+    let moto = Moto::shared().await;
+    let settings = settings(Some(audit_bucket(moto).await));
+    let t = tenant("owner", json!({}));
+    let aws = connect(moto).await;
+    let mut ids = KeepIds::default();
+    assert!(all_ok(&provision(&aws.cloud, &t, &settings, &mut ids).await));
+    let requests = aws.proxy.s3_requests();
+    let bucket = desired(&t, &settings, &ids.ids).bucket.name;
+    let creates: Vec<_> =
+        requests.iter().filter(|(line, _)| line.trim_end_matches('/') == format!("PUT /{bucket}")).collect();
+    assert_eq!(creates.len(), 1, "one CreateBucket: {requests:?}");
+    let others: Vec<_> = requests.iter().filter(|r| !creates.contains(r)).collect();
+    assert!(others.len() > 10, "the bucket's settings were read and written: {others:?}");
+    let wrong: Vec<_> =
+        others.iter().filter(|(_, owner)| owner.as_deref() != Some(settings.account_id.as_str())).collect();
+    assert!(wrong.is_empty(), "S3 requests without the expected owner {}: {wrong:?}", settings.account_id);
+}

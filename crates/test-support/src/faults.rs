@@ -47,6 +47,8 @@ struct Counters {
     faults: AtomicU64,
     writes: AtomicU64,
     crashed: AtomicBool,
+    /// Every S3 request line with its `x-amz-expected-bucket-owner` header.
+    s3_requests: std::sync::Mutex<Vec<(String, Option<String>)>>,
 }
 
 pub struct FaultProxy {
@@ -97,6 +99,11 @@ impl FaultProxy {
     /// Successful writes forwarded so far.
     pub fn writes(&self) -> u64 {
         self.counters.writes.load(Ordering::SeqCst)
+    }
+
+    /// Every S3 request seen (`METHOD /path?query`) with its `x-amz-expected-bucket-owner`.
+    pub fn s3_requests(&self) -> Vec<(String, Option<String>)> {
+        self.counters.s3_requests.lock().expect("s3 requests lock").clone()
     }
 
     pub fn crashed(&self) -> bool {
@@ -166,6 +173,12 @@ async fn serve(
     let request = read_request(&mut client).await?;
     counters.requests.fetch_add(1, Ordering::SeqCst);
     let call = request.call();
+    if call.service == "s3" {
+        let line = request.head.lines().next().unwrap_or_default();
+        let line = line.rsplit_once(' ').map_or(line, |(l, _)| l).to_string();
+        let owner = request.header("x-amz-expected-bucket-owner").map(str::to_string);
+        counters.s3_requests.lock().expect("s3 requests lock").push((line, owner));
+    }
     let head_only = request.method() == "HEAD";
     match mode {
         Mode::Flaky { percent, max_faults, .. } => {
