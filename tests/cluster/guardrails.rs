@@ -123,6 +123,26 @@ async fn apply_documents(client: &Client, docs: &[Value]) {
     }
 }
 
+/// The API server type-checks each policy's CEL against the kinds it matches: no warnings (a
+/// misspelt field would otherwise only show as a runtime error, i.e. a denial).
+async fn expressions_type_check(client: &Client, docs: &[Value]) {
+    let api: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &resource("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicy", "validatingadmissionpolicies"),
+    );
+    for doc in docs.iter().filter(|d| kind_of(d) == "ValidatingAdmissionPolicy") {
+        let name = name_of(doc);
+        let checked = wait_for(Duration::from_secs(30), &format!("policy {name} to be type-checked"), || async {
+            let policy = api.get(name).await.map_err(|e| e.to_string())?;
+            let status = policy.data["status"].clone();
+            if status["typeChecking"].is_object() { Ok(status) } else { Err(status.to_string()) }
+        })
+        .await;
+        let warnings = &checked["typeChecking"]["expressionWarnings"];
+        assert!(warnings.as_array().is_none_or(|w| w.is_empty()), "policy {name}: {warnings:#}");
+    }
+}
+
 /// A kubeconfig that acts as the operator's ServiceAccount (impersonation by the admin user).
 fn operator_kubeconfig(cp: &ControlPlane, user: &str, release_namespace: &str) -> PathBuf {
     let text = std::fs::read_to_string(cp.kubeconfig_path()).expect("read the admin kubeconfig");
@@ -198,6 +218,7 @@ async fn set_up() -> Guarded {
     let docs = documents(&rendered);
     assert_eq!(docs.iter().filter(|d| kind_of(d) == "ValidatingAdmissionPolicy").count(), 6, "six policies");
     apply_documents(&admin, &docs).await;
+    expressions_type_check(&admin, &docs).await;
 
     // The attackers: a user who may create and edit namespaces (tenant admins get admin and
     // editors edit through the operator's RoleBindings).
