@@ -25,6 +25,17 @@ pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 /// IRSA: the IAM role a ServiceAccount's pods may assume.
 pub const IRSA_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
 
+/// On every tenant namespace, for the chart's admission policies (which can read the namespace of
+/// a request but not the tenant): the CIDRs of `spec.network.allowEgressTo`, comma-separated,
+/// empty when none. Tenant NetworkPolicies may reach no other IP block.
+pub const ALLOWED_EGRESS_CIDRS_ANNOTATION: &str = "imaging.tenancy.dev/allowed-egress-cidrs";
+/// On every tenant namespace: the tenant's namespaces, comma-separated. Tenant RoleBindings may
+/// name ServiceAccounts of these namespaces only.
+pub const TENANT_NAMESPACES_ANNOTATION: &str = "imaging.tenancy.dev/tenant-namespaces";
+/// On every tenant namespace: the tenant role's ARN, the only IRSA role a ServiceAccount there
+/// may carry.
+pub const ROLE_ARN_ANNOTATION: &str = "imaging.tenancy.dev/role-arn";
+
 /// Keeps a tenant until its retirement (`deletionPolicy`) is done.
 pub const FINALIZER: &str = "imaging.tenancy.dev/cleanup";
 /// Changing this annotation asks for an immediate re-read of AWS.

@@ -21,7 +21,8 @@ use crate::config::Settings;
 use crate::desired::names;
 
 use crate::api::metadata::{
-    IRSA_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, NAMESPACE_NAME_LABEL, TENANT_LABEL, TENANT_UID_LABEL,
+    ALLOWED_EGRESS_CIDRS_ANNOTATION, IRSA_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, NAMESPACE_NAME_LABEL,
+    ROLE_ARN_ANNOTATION, TENANT_LABEL, TENANT_NAMESPACES_ANNOTATION, TENANT_UID_LABEL,
 };
 
 pub const DEFAULT_DENY: &str = "imaging-default-deny";
@@ -76,7 +77,7 @@ pub(crate) fn objects(tenant: &ImagingTenant, settings: &Settings) -> TenantObje
     let namespaces = tenant.namespace_names();
     let mut out = TenantObjects::default();
     for ns in &namespaces {
-        out.namespaces.push(namespace(tenant, ns));
+        out.namespaces.push(namespace(tenant, settings, ns));
         out.service_accounts.push(service_account(tenant, settings, ns));
         out.network_policies.extend(network_policies(tenant, ns, &namespaces));
         out.role_bindings.extend(role_bindings(tenant, ns));
@@ -108,13 +109,22 @@ pub(crate) fn to_json<K: Resource<DynamicType = ()> + serde::Serialize>(obj: &K)
     value
 }
 
-pub(crate) fn namespace(tenant: &ImagingTenant, name: &str) -> Namespace {
+/// A tenant namespace: Pod Security `restricted`, and what the chart's admission policies need to
+/// know of the tenant, since they see the namespace of a request but not the tenant.
+pub(crate) fn namespace(tenant: &ImagingTenant, settings: &Settings, name: &str) -> Namespace {
     let mut metadata = meta(tenant, name, None);
     let labels = metadata.labels.get_or_insert_with(BTreeMap::new);
     for mode in ["enforce", "audit", "warn"] {
         labels.insert(format!("pod-security.kubernetes.io/{mode}"), "restricted".into());
         labels.insert(format!("pod-security.kubernetes.io/{mode}-version"), "latest".into());
     }
+    let egress: Vec<&str> = tenant.spec.network.allow_egress_to.iter().map(|p| p.cidr.as_str()).collect();
+    metadata.annotations = Some(BTreeMap::from([
+        (ALLOWED_EGRESS_CIDRS_ANNOTATION.to_string(), egress.join(",")),
+        (TENANT_NAMESPACES_ANNOTATION.to_string(), tenant.namespace_names().join(",")),
+        // The same ARN as the workload ServiceAccount's IRSA annotation.
+        (ROLE_ARN_ANNOTATION.to_string(), names::role_arn(tenant, settings)),
+    ]));
     Namespace { metadata, ..Namespace::default() }
 }
 

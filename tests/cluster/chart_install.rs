@@ -132,7 +132,12 @@ fn helm_install(cp: &ControlPlane) -> Release {
     let name = unique_name("ito");
     let namespace = unique_name("chart-install");
     let mut cmd = helm();
-    cmd.args(["install", &name, CHART, "--namespace", &namespace, "--create-namespace", "--values", MINIMAL_VALUES]);
+    // Without the admission policies: they are cluster-wide, and would refuse the other tests of
+    // this binary, which change operator-owned objects as the admin to simulate drift (and this
+    // module's own RBAC checks, done outside tenant namespaces). tests/cluster/guardrails.rs
+    // installs them narrowed to its own namespaces.
+    cmd.args(["install", &name, CHART, "--namespace", &namespace, "--create-namespace", "--values", MINIMAL_VALUES])
+        .args(["--set", "admission.enabled=false"]);
     let out = run(with_kubeconfig(cmd, cp), None);
     assert!(out.contains("STATUS: deployed"), "{out}");
     assert!(out.contains("Helm does not upgrade the CRD"), "NOTES.txt is shown: {out}");

@@ -58,6 +58,7 @@ pub struct Operator {
     process: Option<ManagedProcess>,
     log: PathBuf,
     extra_args: Vec<String>,
+    extra_env: Vec<(String, String)>,
 }
 
 impl Operator {
@@ -67,6 +68,16 @@ impl Operator {
     }
 
     pub async fn start_with(cp: &ControlPlane, moto: &Moto, extra_args: &[&str]) -> Operator {
+        Self::start_with_env(cp, moto, extra_args, &[]).await
+    }
+
+    /// Starts an operator with extra environment variables, e.g. another `KUBECONFIG`.
+    pub async fn start_with_env(
+        cp: &ControlPlane,
+        moto: &Moto,
+        extra_args: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> Operator {
         crate::install_crd(&cp.client()).await;
         let shard = unique_name("shard");
         let dir = scratch_dir("operator");
@@ -77,6 +88,7 @@ impl Operator {
             health_port: 0,
             process: None,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            extra_env: extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         op.restart(cp, moto).await;
         op
@@ -88,7 +100,9 @@ impl Operator {
         self.metrics_port = free_port();
         self.health_port = free_port();
         let mut cmd = run_command(cp, moto, self.metrics_port, self.health_port);
-        cmd.env("ITO_TENANT_SELECTOR", format!("{SHARD_LABEL}={}", self.shard)).args(&self.extra_args);
+        cmd.env("ITO_TENANT_SELECTOR", format!("{SHARD_LABEL}={}", self.shard))
+            .args(&self.extra_args)
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)));
         let process =
             spawn_managed(&format!("operator-{}", self.shard), cmd, &self.log).expect("start the operator binary");
         self.process = Some(process);

@@ -37,11 +37,13 @@ fn default_render_is_the_production_shape() {
         "RoleBinding",
         "Service",
         "ServiceAccount",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ]
     .into();
     assert_eq!(kinds, expected, "kinds rendered by default (the CRD is in crds/, never a template)");
     for doc in &docs {
-        if kind_of(doc).starts_with("Cluster") {
+        if kind_of(doc).starts_with("Cluster") || kind_of(doc).starts_with("ValidatingAdmissionPolicy") {
             continue;
         }
         assert_eq!(doc["metadata"]["namespace"], "imaging-system", "{} {} namespace", kind_of(doc), name_of(doc));
@@ -311,12 +313,69 @@ fn optional_objects_can_be_turned_off() {
         "--values",
         MINIMAL_VALUES,
         "--set",
-        "networkPolicy.enabled=false,podDisruptionBudget.enabled=false,metrics.service.enabled=false,leaderElection.enabled=false,topologySpread.enabled=false",
+        "networkPolicy.enabled=false,podDisruptionBudget.enabled=false,metrics.service.enabled=false,leaderElection.enabled=false,topologySpread.enabled=false,admission.enabled=false",
     ]));
     let kinds: BTreeSet<&str> = docs.iter().map(kind_of).collect();
     assert_eq!(kinds, ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "ServiceAccount"].into());
     assert_eq!(one(&docs, "ConfigMap")["data"]["ITO_LEADER_ELECTION"], "false");
     assert!(one(&docs, "Deployment")["spec"]["template"]["spec"].get("topologySpreadConstraints").is_none());
+}
+
+/// The admission policies (invariants 10 and 11): six, each bound with Deny in every namespace by
+/// default, the operator named by its ServiceAccount, nobody else exempt unless configured.
+#[test]
+fn admission_policies_deny_by_default_and_name_exactly_the_exempt_identities() {
+    let docs = documents(&helm_template(&["ito", CHART, "--namespace", "imaging-system", "--values", MINIMAL_VALUES]));
+    let policies: Vec<&Value> = docs.iter().filter(|d| kind_of(d) == "ValidatingAdmissionPolicy").collect();
+    let bindings: Vec<&Value> = docs.iter().filter(|d| kind_of(d) == "ValidatingAdmissionPolicyBinding").collect();
+    let names: BTreeSet<&str> = policies.iter().map(|p| name_of(p)).collect();
+    let expected: BTreeSet<String> = [
+        "operator-owned",
+        "tenant-namespaces",
+        "tenant-network-policies",
+        "tenant-role-bindings",
+        "tenant-irsa",
+        "operator-confined",
+    ]
+    .iter()
+    .map(|n| format!("ito-imaging-tenant-operator-{n}"))
+    .collect();
+    assert_eq!(names, expected.iter().map(String::as_str).collect());
+    for policy in &policies {
+        assert_eq!(policy["spec"]["failurePolicy"], "Fail", "{}", name_of(policy));
+    }
+    assert_eq!(bindings.len(), 6);
+    for binding in &bindings {
+        assert!(names.contains(binding["spec"]["policyName"].as_str().unwrap()));
+        assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
+        assert_eq!(binding["spec"]["matchResources"]["namespaceSelector"], json!({}), "every namespace by default");
+    }
+    let text = serde_json::to_string(&policies).unwrap();
+    assert!(
+        text.contains(
+            r#"request.userInfo.username in [\"system:serviceaccount:imaging-system:ito-imaging-tenant-operator\"]"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains(r#"g in []"#), "no break-glass group by default");
+    assert!(text.contains("system:serviceaccount:kube-system:namespace-controller"));
+    assert!(text.contains("system:serviceaccount:kube-system:generic-garbage-collector"));
+    assert!(!text.contains("system:masters"), "cluster admins are not exempt");
+
+    let docs = documents(&helm_template(&[
+        "ito",
+        CHART,
+        "--namespace",
+        "imaging-system",
+        "--values",
+        MINIMAL_VALUES,
+        "--set",
+        "admission.breakGlassGroups={platform:break-glass},admission.namespaceSelector.matchLabels.guarded=yes",
+    ]));
+    let text = serde_json::to_string(&docs).unwrap();
+    assert!(text.contains(r#"g in [\"platform:break-glass\"]"#), "{text}");
+    let binding = docs.iter().find(|d| kind_of(d) == "ValidatingAdmissionPolicyBinding").unwrap();
+    assert_eq!(binding["spec"]["matchResources"]["namespaceSelector"], json!({"matchLabels": {"guarded": "yes"}}));
 }
 
 /// Renders with `values` (YAML) and returns helm's error output; panics if it rendered.

@@ -61,3 +61,54 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
+
+{{/* The operator's Kubernetes username: its ServiceAccount's. */}}
+{{- define "ito.operatorUsername" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "ito.serviceAccountName" .) }}
+{{- end }}
+
+{{/*
+CEL variables shared by the admission policies: who is asking. The operator (this release's
+ServiceAccount, and those of other shards listed in admission.operatorUsernames), the
+break-glass groups, and the control plane's namespace controller and garbage collector.
+*/}}
+{{- define "ito.admissionIdentities" -}}
+- name: operator
+  expression: {{ printf "request.userInfo.username in %s" (prepend .Values.admission.operatorUsernames (include "ito.operatorUsername" .) | toJson) | quote }}
+- name: breakGlass
+  expression: {{ printf "has(request.userInfo.groups) && request.userInfo.groups.exists(g, g in %s)" (.Values.admission.breakGlassGroups | toJson) | quote }}
+- name: privileged
+  expression: "variables.operator || variables.breakGlass"
+- name: namespaceController
+  expression: {{ printf "request.userInfo.username in %s" (.Values.admission.namespaceControllerUsernames | toJson) | quote }}
+- name: garbageCollector
+  expression: {{ printf "request.userInfo.username in %s" (.Values.admission.garbageCollectorUsernames | toJson) | quote }}
+{{- end }}
+
+{{/* CEL variables about the namespace of a namespaced request: is it a tenant's, and what the operator wrote on it. */}}
+{{- define "ito.admissionNamespace" -}}
+- name: nsLabels
+  expression: "namespaceObject != null && has(namespaceObject.metadata.labels) ? namespaceObject.metadata.labels : {}"
+- name: nsAnnotations
+  expression: "namespaceObject != null && has(namespaceObject.metadata.annotations) ? namespaceObject.metadata.annotations : {}"
+- name: tenant
+  expression: "'imaging.tenancy.dev/tenant' in variables.nsLabels ? variables.nsLabels['imaging.tenancy.dev/tenant'] : ''"
+{{- end }}
+
+{{/* The binding of one admission policy: Deny, in the namespaces admission.namespaceSelector selects. */}}
+{{- define "ito.admissionBinding" -}}
+{{- $root := index . 0 }}
+{{- $policy := index . 1 }}
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata:
+  name: {{ $policy }}
+  labels:
+    {{- include "ito.labels" $root | nindent 4 }}
+spec:
+  policyName: {{ $policy }}
+  validationActions: [Deny]
+  matchResources:
+    namespaceSelector:
+      {{- toYaml $root.Values.admission.namespaceSelector | nindent 6 }}
+{{- end }}
