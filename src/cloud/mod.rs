@@ -488,18 +488,14 @@ pub(crate) async fn retire(
                 "bucket {} still holds {count} object versions or delete markers; the operator never deletes objects: empty the bucket (every version) to let deletion continue, or set deletionPolicy to Retain. The KMS key {} is kept until the bucket is gone",
                 want.bucket.name, want.key.alias
             );
-            pass.event(DELETION_BLOCKED_EVENT, message.clone());
-            let verdict = Verdict::ok(DELETION_BLOCKED, "BucketNotEmpty", message);
-            return Retirement::Blocked { verdict, events: pass.into_events() };
+            return blocked(pass, "BucketNotEmpty", message);
         }
         Ok(BucketRetirement::Unconfirmed { detail }) if pass.policy() == DeletionPolicy::Delete => {
             let message = format!(
                 "bucket {} cannot be confirmed gone ({detail}); the KMS key {} is kept, since scheduling its deletion would make every object in that bucket unreadable for good: give the operator s3:ListBucket on the bucket, or remove the bucket yourself, or set deletionPolicy to Retain",
                 want.bucket.name, want.key.alias
             );
-            pass.event(DELETION_BLOCKED_EVENT, message.clone());
-            let verdict = Verdict::ok(DELETION_BLOCKED, "BucketNotConfirmedGone", message);
-            return Retirement::Blocked { verdict, events: pass.into_events() };
+            return blocked(pass, "BucketNotConfirmedGone", message);
         }
         Ok(BucketRetirement::Gone | BucketRetirement::Retained | BucketRetirement::Unconfirmed { .. }) => {}
     }
@@ -510,6 +506,12 @@ pub(crate) async fn retire(
         return Retirement::Failed(e);
     }
     Retirement::Done { events: pass.into_events() }
+}
+
+/// A deletion that waits: `DeletionBlocked=True` with `reason`, and an Event saying why.
+fn blocked(mut pass: Retiring, reason: &str, message: String) -> Retirement {
+    pass.event(DELETION_BLOCKED_EVENT, message.clone());
+    Retirement::Blocked { verdict: Verdict::ok(DELETION_BLOCKED, reason, message), events: pass.into_events() }
 }
 
 fn waiting(reason: &'static str, what: &str, cause: &CloudError) -> CloudError {
