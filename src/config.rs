@@ -43,6 +43,10 @@ pub struct SettingsArgs {
     /// Name of the workload ServiceAccount created in every tenant namespace.
     #[arg(long, env = "ITO_WORKLOAD_SERVICE_ACCOUNT", default_value = DEFAULT_WORKLOAD_SERVICE_ACCOUNT)]
     pub(crate) workload_service_account: String,
+    /// S3 VPC endpoint (vpce-...) through which tenant roles must reach their objects; repeat
+    /// the flag, or separate IDs with commas in the environment variable. None: no perimeter.
+    #[arg(long = "s3-vpc-endpoint-id", env = "ITO_S3_VPC_ENDPOINT_ID", value_delimiter = ',', value_parser = vpc_endpoint_id)]
+    pub(crate) s3_vpc_endpoint_ids: Vec<String>,
 }
 
 impl Default for SettingsArgs {
@@ -57,7 +61,17 @@ impl Default for SettingsArgs {
             break_glass_role_arn: None,
             permissions_boundary_arn: None,
             workload_service_account: DEFAULT_WORKLOAD_SERVICE_ACCOUNT.into(),
+            s3_vpc_endpoint_ids: Vec::new(),
         }
+    }
+}
+
+fn vpc_endpoint_id(id: &str) -> Result<String, String> {
+    let hex = id.strip_prefix("vpce-").unwrap_or_default();
+    if hex.len() >= 8 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        Ok(id.to_string())
+    } else {
+        Err(format!("{id:?} is not a VPC endpoint ID such as vpce-0a1b2c3d4e5f67890"))
     }
 }
 
@@ -97,6 +111,7 @@ impl SettingsArgs {
         settings.audit_log_bucket = self.audit_log_bucket.clone();
         settings.break_glass_role_arn = self.break_glass_role_arn.clone();
         settings.workload_service_account = self.workload_service_account.clone();
+        settings.s3_vpc_endpoint_ids = self.s3_vpc_endpoint_ids.clone();
         Ok(settings)
     }
 }
@@ -128,6 +143,8 @@ pub struct Settings {
     pub permissions_boundary_arn: String,
     /// Name of the workload ServiceAccount created in every tenant namespace.
     pub workload_service_account: String,
+    /// S3 VPC endpoints through which tenant roles must reach their objects (none: no perimeter).
+    pub s3_vpc_endpoint_ids: Vec<String>,
 }
 
 impl Settings {
@@ -145,6 +162,7 @@ impl Settings {
             break_glass_role_arn: None,
             permissions_boundary_arn: format!("arn:aws:iam::<account-id>:policy/{PERMISSIONS_BOUNDARY_PLACEHOLDER}"),
             workload_service_account: DEFAULT_WORKLOAD_SERVICE_ACCOUNT.into(),
+            s3_vpc_endpoint_ids: Vec::new(),
         }
     }
 

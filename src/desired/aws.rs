@@ -406,7 +406,7 @@ pub fn bucket_policy(settings: &Settings, bucket_arn: &str, role_arn: &str, key_
     let mut data_readers = vec![role_arn.to_string()];
     data_readers.extend(settings.break_glass_role_arn.clone());
     let tenant_actions: Vec<&str> = OBJECT_DATA_ACTIONS.iter().chain(&TENANT_BUCKET_ACTIONS).copied().collect();
-    json!({
+    let mut policy = json!({
         "Version": POLICY_VERSION,
         "Statement": [
             {
@@ -480,7 +480,23 @@ pub fn bucket_policy(settings: &Settings, bucket_arn: &str, role_arn: &str, key_
                 "Condition": {"Null": {"s3:x-amz-server-side-encryption-customer-algorithm": "false"}},
             },
         ]
-    })
+    });
+    if !settings.s3_vpc_endpoint_ids.is_empty() {
+        // The network perimeter: the tenant role reaches objects only from inside the VPC, so a
+        // leaked session of it is useless elsewhere. Administrators are not held to it.
+        policy["Statement"].as_array_mut().expect("statements").push(json!({
+            "Sid": "DenyTenantDataOutsideVpcEndpoints",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": tenant_actions,
+            "Resource": bucket_and_objects,
+            "Condition": {
+                "ArnEquals": {"aws:PrincipalArn": role_arn},
+                "StringNotEquals": {"aws:SourceVpce": settings.s3_vpc_endpoint_ids},
+            },
+        }));
+    }
+    policy
 }
 
 /// The operator role, and the break-glass role when there is one.
@@ -539,6 +555,7 @@ mod tests {
             break_glass_role_arn: Some("arn:aws:iam::111122223333:role/ops/break-glass".into()),
             permissions_boundary_arn: "arn:aws:iam::111122223333:policy/imaging-tenant-boundary".into(),
             workload_service_account: "imaging-workload".into(),
+            s3_vpc_endpoint_ids: Vec::new(),
         }
     }
 
@@ -618,6 +635,26 @@ mod tests {
 
     fn statement<'a>(policy: &'a Value, sid: &str) -> &'a Value {
         policy["Statement"].as_array().unwrap().iter().find(|s| s["Sid"] == sid).unwrap_or_else(|| panic!("{sid}"))
+    }
+
+    #[test]
+    fn tenant_data_is_held_to_the_vpc_endpoints_only_when_some_are_configured() {
+        let sid = "DenyTenantDataOutsideVpcEndpoints";
+        let key = "arn:aws:kms:eu-central-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        let tenant = group_a();
+        let without = render_with(&tenant, &settings(), Some(key));
+        let statements = without.bucket.policy["Statement"].as_array().unwrap();
+        assert!(statements.iter().all(|s| s["Sid"] != sid), "no perimeter unless configured");
+
+        let ids = vec!["vpce-0a1b2c3d4e5f67890".to_string(), "vpce-11112222333344445".to_string()];
+        let with = render_with(&tenant, &Settings { s3_vpc_endpoint_ids: ids.clone(), ..settings() }, Some(key));
+        let statements = with.bucket.policy["Statement"].as_array().unwrap();
+        let perimeter = statements.iter().find(|s| s["Sid"] == sid).expect("the perimeter statement");
+        assert_eq!(perimeter["Effect"], "Deny");
+        assert_eq!(perimeter["Condition"]["ArnEquals"]["aws:PrincipalArn"], with.role.arn.as_str());
+        assert_eq!(perimeter["Condition"]["StringNotEquals"]["aws:SourceVpce"], json!(ids));
+        let actions: Vec<&str> = perimeter["Action"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        assert!(actions.contains(&"s3:GetObject*") && actions.contains(&"s3:PutObject*"), "{actions:?}");
     }
 
     #[test]

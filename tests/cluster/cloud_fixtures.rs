@@ -58,6 +58,7 @@ pub fn settings(audit_log_bucket: Option<String>) -> Settings {
         break_glass_role_arn: Some(BREAK_GLASS_ROLE.into()),
         permissions_boundary_arn: format!("arn:aws:iam::{ACCOUNT}:policy/imaging-tenant-boundary"),
         workload_service_account: "imaging-workload".into(),
+        s3_vpc_endpoint_ids: Vec::new(),
     }
 }
 

@@ -21,6 +21,7 @@ fn settings() -> Settings {
         break_glass_role_arn: Some("arn:aws:iam::123456789012:role/imaging-break-glass".into()),
         permissions_boundary_arn: "arn:aws:iam::123456789012:policy/imaging-tenant-boundary".into(),
         workload_service_account: "imaging-workload".into(),
+        s3_vpc_endpoint_ids: Vec::new(),
     }
 }
 
