@@ -45,6 +45,10 @@ pub struct AwsPoliciesArgs {
     /// SCP lets remove a tenant role's boundary or change the boundary policy.
     #[arg(long)]
     pub(crate) break_glass_role_arn: Option<String>,
+    /// The bucket receiving the tenant buckets' access logs (the operator's --audit-log-bucket),
+    /// which the operator checks before it logs to it.
+    #[arg(long)]
+    pub(crate) audit_log_bucket: Option<String>,
     /// Name (with its path, if any) of the customer-managed policy used as permissions boundary.
     #[arg(long, default_value = DEFAULT_PERMISSIONS_BOUNDARY_NAME)]
     pub(crate) permissions_boundary_name: String,
@@ -138,6 +142,7 @@ impl AwsPoliciesArgs {
             bucket_prefix: self.bucket_prefix.clone(),
             operator_role_arn: format!("{iam}:role/{}", self.operator_role_name),
             break_glass_role_arn: self.break_glass_role_arn.clone(),
+            audit_log_bucket: self.audit_log_bucket.clone(),
             permissions_boundary_arn: format!("{iam}:policy/{}", self.permissions_boundary_name),
             ..Settings::placeholder()
         })

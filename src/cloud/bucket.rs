@@ -106,6 +106,38 @@ impl Aws {
         }
     }
 
+    /// The access-log bucket exists in this account (HeadBucket with the expected owner) and
+    /// blocks public access: its logs name every object key, and so every study path.
+    async fn check_log_bucket(&self, name: &str) -> Result<(), CloudError> {
+        let refused =
+            |detail: &str| CloudError::AuditLogBucket { bucket: name.to_string(), detail: detail.to_string() };
+        if let Err(e) = self.s3.head_bucket().bucket(name).send().await {
+            return Err(match e.raw_response().map(|r| r.status().as_u16()) {
+                Some(404) => refused("does not exist: create it, or unset --audit-log-bucket"),
+                Some(403) => refused(
+                    "is not this account's, or the operator lacks s3:ListBucket on it (aws-policies --audit-log-bucket grants it)",
+                ),
+                _ => return Err(e).aws_context("s3:HeadBucket", &format!("access-log bucket {name}")),
+            });
+        }
+        let sent = self.s3.get_public_access_block().bucket(name).send().await;
+        let out = sent
+            .absent(&["NoSuchPublicAccessBlockConfiguration"])
+            .aws_context("s3:GetPublicAccessBlock", &format!("access-log bucket {name}"))?;
+        let blocked = out.and_then(|o| o.public_access_block_configuration().cloned()).is_some_and(|c| {
+            c.block_public_acls() == Some(true)
+                && c.ignore_public_acls() == Some(true)
+                && c.block_public_policy() == Some(true)
+                && c.restrict_public_buckets() == Some(true)
+        });
+        if !blocked {
+            return Err(refused(
+                "does not block public access (all four Block Public Access settings): its logs name every object key; turn them on",
+            ));
+        }
+        Ok(())
+    }
+
     async fn bucket_tags(&self, want: &BucketSpec) -> Result<Tags, CloudError> {
         let sent = self.s3.get_bucket_tagging().bucket(&want.name).send().await;
         let out = sent.absent(&["NoSuchTagSet"]).aws_context("s3:GetBucketTagging", &bucket(want))?;
@@ -478,6 +510,9 @@ impl Buckets for Aws {
     }
 
     async fn secure(&self, want: &BucketSpec, step: &mut Step<'_>) -> Result<(), CloudError> {
+        if let Some(logging) = &want.logging {
+            self.check_log_bucket(&logging.target_bucket).await?;
+        }
         self.setting(
             step,
             want,

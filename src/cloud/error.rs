@@ -32,6 +32,10 @@ pub enum CloudError {
         "KMS key {name} carries the tenant's tags but is not used: {detail}. A key the operator did not create this way may let someone else decrypt the tenant's images: delete its alias and tags after checking who made it, and the operator creates a new key"
     )]
     UnsafeKey { name: String, detail: String },
+    /// The bucket receiving the tenant bucket's access logs is missing, not this account's, or
+    /// not protected from public access.
+    #[error("access-log bucket {bucket} {detail}")]
+    AuditLogBucket { bucket: String, detail: String },
     /// A setting was written and read back, and still differs.
     #[error("{what} of {resource} still differs after it was written: {detail}")]
     NotConverged { what: &'static str, resource: String, detail: String },
@@ -175,6 +179,7 @@ impl CloudError {
                 ResourceKind::Role => "RoleConflict",
             },
             CloudError::UnsafeKey { .. } => "KeyRefused",
+            CloudError::AuditLogBucket { .. } => "AuditLogBucketUnusable",
             CloudError::NotConverged { .. } => "NotConverged",
             CloudError::Unreadable { .. } => "UnreadableResponse",
             CloudError::Progress { .. } => "StatusNotRecorded",
@@ -187,6 +192,7 @@ impl CloudError {
         match self {
             CloudError::Aws { code, status, .. } => ErrorClass::of_aws(code, *status),
             CloudError::Foreign { .. } | CloudError::UnsafeKey { .. } => ErrorClass::Conflict,
+            CloudError::AuditLogBucket { .. } => ErrorClass::Client,
             CloudError::NotConverged { .. } => ErrorClass::NotConverged,
             CloudError::Unreadable { .. } => ErrorClass::Unreadable,
             CloudError::Progress { .. } => ErrorClass::Status,

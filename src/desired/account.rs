@@ -139,7 +139,7 @@ pub fn operator_policy(settings: &Settings) -> Value {
     let managed_by_request_tag = format!("aws:RequestTag/{TAG_MANAGED_BY}");
     let uid_request_tag = format!("aws:RequestTag/{TAG_TENANT_UID}");
     let buckets = tenant_buckets_arn(settings);
-    json!({
+    let mut policy = json!({
         "Version": POLICY_VERSION,
         "Statement": [
             {
@@ -327,7 +327,18 @@ pub fn operator_policy(settings: &Settings) -> Value {
                 "Resource": "*",
             },
         ]
-    })
+    });
+    if let Some(audit) = &settings.audit_log_bucket {
+        // Before logging to it, the operator checks that the access-log bucket is this
+        // account's and blocks public access.
+        policy["Statement"].as_array_mut().expect("statements").push(json!({
+            "Sid": "CheckAuditLogBucket",
+            "Effect": "Allow",
+            "Action": ["s3:GetBucketPublicAccessBlock", "s3:ListBucket"],
+            "Resource": format!("arn:{}:s3:::{audit}", settings.partition),
+        }));
+    }
+    policy
 }
 
 /// The permissions boundary of every tenant role: whatever a tenant role's own policy says, it

@@ -114,6 +114,13 @@ pub async fn audit_bucket(moto: &Moto) -> String {
         }]
     });
     s3.put_bucket_policy().bucket(&name).policy(policy.to_string()).send().await.expect("audit bucket policy");
+    let blocked = aws_sdk_s3::types::PublicAccessBlockConfiguration::builder()
+        .block_public_acls(true)
+        .ignore_public_acls(true)
+        .block_public_policy(true)
+        .restrict_public_buckets(true)
+        .build();
+    s3.put_public_access_block().bucket(&name).public_access_block_configuration(blocked).send().await.unwrap();
     name
 }
 

@@ -10,7 +10,7 @@ use aws_sdk_s3::types::{
     ServerSideEncryptionRule, Tag, Tagging, VersioningConfiguration,
 };
 use imaging_tenant_operator::cloud::{CloudIds, REPAIRED, policy};
-use ito_test_support::Moto;
+use ito_test_support::{Moto, unique_name};
 use serde_json::{Value, json};
 
 fn strings(value: &Value) -> Vec<String> {
@@ -496,4 +496,32 @@ async fn every_s3_request_names_the_expected_bucket_owner() {
     let wrong: Vec<_> =
         others.iter().filter(|(_, owner)| owner.as_deref() != Some(settings.account_id.as_str())).collect();
     assert!(wrong.is_empty(), "S3 requests without the expected owner {}: {wrong:?}", settings.account_id);
+}
+
+/// The access-log bucket is checked before the tenant bucket logs to it: it must exist in this
+/// account and block public access, or BucketSecured says what is wrong.
+#[tokio::test]
+async fn an_unusable_access_log_bucket_is_reported() {
+    let moto = Moto::shared().await;
+    let aws = connect(moto).await;
+    // Missing.
+    let missing = unique_name("itest-no-such-audit");
+    let t = tenant("audit-missing", json!({}));
+    let report = provision(&aws.cloud, &t, &settings(Some(missing.clone())), &mut KeepIds::default()).await;
+    let secured = report.verdicts.iter().find(|v| v.type_ == "BucketSecured").unwrap();
+    assert!(!secured.ok, "{}", verdicts(&report));
+    assert_eq!(secured.reason, "AuditLogBucketUnusable");
+    assert!(secured.message.contains(&missing) && secured.message.contains("does not exist"), "{}", secured.message);
+    // Public access not blocked.
+    let open = unique_name("itest-open-audit");
+    moto.s3_client().create_bucket().bucket(&open).send().await.unwrap();
+    let t = tenant("audit-open", json!({}));
+    let report = provision(&aws.cloud, &t, &settings(Some(open.clone())), &mut KeepIds::default()).await;
+    let secured = report.verdicts.iter().find(|v| v.type_ == "BucketSecured").unwrap();
+    assert_eq!(secured.reason, "AuditLogBucketUnusable", "{}", verdicts(&report));
+    assert!(secured.message.contains("Block Public Access"), "{}", secured.message);
+    // A proper one is fine (the other tests use one).
+    let proper = audit_bucket(moto).await;
+    let t = tenant("audit-proper", json!({}));
+    assert!(all_ok(&provision(&aws.cloud, &t, &settings(Some(proper)), &mut KeepIds::default()).await));
 }
