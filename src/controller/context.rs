@@ -5,9 +5,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use kube::runtime::events::Reporter;
+use kube::core::DeserializeGuard;
+use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 
+use super::RunOptions;
 use super::children::Stores;
 use super::events::Events;
 use crate::api::ImagingTenant;
@@ -24,6 +26,8 @@ pub(crate) struct Context {
     pub(crate) cloud: Cloud,
     pub(crate) events: Events,
     pub(crate) stores: Stores,
+    /// The tenants this operator reconciles (its shard), from the controller's own cache.
+    pub(crate) tenants: Store<DeserializeGuard<ImagingTenant>>,
     pub(crate) metrics: std::sync::Arc<Metrics>,
     pub(crate) resync_interval: Duration,
     pub(crate) backoff: Backoff,
@@ -36,18 +40,19 @@ impl Context {
         settings: Settings,
         cloud: Cloud,
         stores: Stores,
+        tenants: Store<DeserializeGuard<ImagingTenant>>,
         metrics: std::sync::Arc<Metrics>,
-        resync_interval: Duration,
-        reporter: Reporter,
+        opts: &RunOptions,
     ) -> Self {
         Context {
-            events: Events::new(client.clone(), reporter),
+            tenants,
+            events: Events::new(client.clone(), opts.reporter.clone()),
             client,
             settings,
             cloud,
             stores,
             metrics,
-            resync_interval,
+            resync_interval: opts.resync_interval,
             backoff: Backoff::default(),
             aws_checks: AwsChecks::default(),
         }

@@ -68,6 +68,7 @@ pub(crate) async fn run(
         .graceful_shutdown_on(shutdown);
 
     let main_store = controller.store();
+    let tenant_cache = controller.store();
     let caches = stores.clone();
     tokio::spawn(async move {
         if children::synced(&main_store).await && caches.synced().await {
@@ -76,8 +77,7 @@ pub(crate) async fn run(
         }
     });
 
-    let ctx =
-        Arc::new(Context::new(client, settings, cloud, stores, metrics.clone(), opts.resync_interval, opts.reporter));
+    let ctx = Arc::new(Context::new(client, settings, cloud, stores, tenant_cache, metrics.clone(), &opts));
     controller
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|res| {

@@ -23,6 +23,9 @@ pub(crate) struct Claims {
     pub(crate) owned: BTreeSet<String>,
     /// Namespaces that exist and belong to someone else, with the tenant they belong to if any.
     pub(crate) conflicts: Vec<(String, Option<String>)>,
+    /// Namespaces that do not exist yet but whose name another tenant's name reserves, with
+    /// that tenant.
+    pub(crate) reserved: Vec<(String, String)>,
     /// The tenant's namespaces still being deleted.
     pub(crate) terminating: Vec<String>,
     /// The last error creating or applying a namespace.
@@ -54,13 +57,20 @@ pub(crate) async fn claim(
     stores: &Stores,
     tenant_uid: &str,
     wanted: &[Namespace],
+    reserved_by: impl Fn(&str) -> Option<String>,
     changes: &mut Changes,
 ) -> Result<Claims, Error> {
     let mut claims = Claims::default();
     for ns in wanted {
         let name = ns.name_any();
         let result = match look_up(client, stores, tenant_uid, &name).await? {
-            Claim::Free => create(client, ns, changes).await,
+            Claim::Free => match reserved_by(&name) {
+                Some(other) => {
+                    claims.reserved.push((name, other));
+                    continue;
+                }
+                None => create(client, ns, changes).await,
+            },
             Claim::Owned { terminating: true } => {
                 claims.terminating.push(name);
                 continue;
@@ -92,6 +102,21 @@ pub(crate) async fn claim(
         }
     }
     Ok(claims)
+}
+
+/// The other tenant whose name reserves namespace `ns`, if any. A tenant's namespaces are its
+/// name or start with `<name>-`, so both `group` and `group-a` could claim `group-a-x`; the
+/// longer, more specific name reserves it. Among `others` (the names of the other tenants), the
+/// one with the longest such name wins, if it is longer than `own`.
+pub(crate) fn reserved_by(ns: &str, own: &str, others: &[String]) -> Option<String> {
+    others
+        .iter()
+        .filter(|other| other.len() > own.len())
+        .filter(|other| {
+            ns == other.as_str() || ns.strip_prefix(other.as_str()).is_some_and(|rest| rest.starts_with('-'))
+        })
+        .max_by_key(|other| other.len())
+        .cloned()
 }
 
 /// First the cache of managed namespaces, then the apiserver (a namespace the operator does not
@@ -232,5 +257,22 @@ async fn delete(client: &Client, ns: &str, changes: &mut Changes) -> Result<(), 
         }
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(source) => Err(Error::Remove { what: format!("Namespace {ns}"), source }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_longer_tenant_name_reserves_its_namespaces() {
+        let others = vec!["group-a".to_string(), "gr".to_string(), "group-a-ai".to_string()];
+        assert_eq!(reserved_by("group-a", "group", &others).as_deref(), Some("group-a"));
+        assert_eq!(reserved_by("group-a-x", "group", &others).as_deref(), Some("group-a"));
+        assert_eq!(reserved_by("group-a-ai", "group", &others).as_deref(), Some("group-a-ai"), "the longest wins");
+        assert_eq!(reserved_by("group-ab", "group", &others), None, "group-ab is not group-a's");
+        assert_eq!(reserved_by("group-b", "group", &others), None);
+        assert_eq!(reserved_by("group-x", "group", &others), None, "a shorter name reserves nothing");
+        assert_eq!(reserved_by("group-a-x", "group-a", &others), None, "not against the tenant itself");
     }
 }

@@ -99,7 +99,17 @@ async fn apply(tenant: &ImagingTenant, ctx: &Context) -> Result<Action, Error> {
     let wanted: BTreeSet<String> = tenant.namespace_names().into_iter().collect();
     let mut changes = Changes::default();
 
-    let claims = namespaces::claim(&ctx.client, &ctx.stores, uid, &objects.namespaces, &mut changes).await?;
+    let others: Vec<String> = ctx
+        .tenants
+        .state()
+        .iter()
+        .filter_map(|g| g.0.as_ref().ok())
+        .filter(|t| t.metadata.uid != tenant.metadata.uid)
+        .map(|t| t.name_any())
+        .collect();
+    let own = tenant.name_any();
+    let reserved = |ns: &str| namespaces::reserved_by(ns, &own, &others);
+    let claims = namespaces::claim(&ctx.client, &ctx.stores, uid, &objects.namespaces, reserved, &mut changes).await?;
     report_conflicts(tenant, ctx, &claims).await;
     let holding_volumes = retire_removed_namespaces(tenant, ctx, &wanted, &mut changes).await?;
     let applied = children::apply(&ctx.client, &ctx.stores, uid, &claims.owned, &objects, &mut changes).await;
@@ -119,7 +129,7 @@ async fn apply(tenant: &ImagingTenant, ctx: &Context) -> Result<Action, Error> {
         retryable_failure: applied.errors().chain(claims.error.as_ref()).any(Error::is_retryable)
             || aws.retryable_failure,
         terminating: !claims.terminating.is_empty(),
-        unwatched_wait: !claims.conflicts.is_empty() || !holding_volumes.is_empty(),
+        unwatched_wait: !claims.conflicts.is_empty() || !claims.reserved.is_empty() || !holding_volumes.is_empty(),
     };
     Ok(match next_action(&pass, ctx.resync_interval) {
         Next::Backoff => {

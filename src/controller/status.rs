@@ -21,7 +21,16 @@ fn now() -> Time {
 
 /// NamespacesReady: conflicts first, then namespaces still terminating, then errors.
 pub(crate) fn namespaces_verdict(claims: &Claims) -> Verdict {
-    let Claims { owned, conflicts, terminating, error } = claims;
+    let Claims { owned, conflicts, reserved, terminating, error } = claims;
+    if let Some((name, other)) = reserved.first() {
+        return Verdict::failed(
+            cond::NAMESPACES_READY,
+            "NamespaceConflict",
+            format!(
+                "namespace {name} is reserved for tenant '{other}': a tenant's namespaces are its name or start with '<its name>-', and '{other}' is the more specific name; it was not created. Choose another name in spec.namespaces"
+            ),
+        );
+    }
     if let Some((name, owner)) = conflicts.first() {
         let whose = match owner {
             Some(other) => format!("it belongs to tenant '{other}'"),

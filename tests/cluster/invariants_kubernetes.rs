@@ -168,6 +168,30 @@ async fn invariant_1_ownership_two_tenants_one_namespace_first_keeps_it() {
     assert!(rbs.items.iter().all(|rb| rb.labels().get(metadata::TENANT_LABEL) == Some(&first)));
 }
 
+/// A tenant's namespaces are its name or start with `<its name>-`: tenant `x` may not take
+/// namespace `x-b` while a tenant `x-b` exists, even before `x-b` has created it.
+#[tokio::test]
+async fn invariant_1_ownership_a_namespace_another_tenants_name_reserves_is_not_claimed() {
+    let cp = ControlPlane::shared().await;
+    let moto = Moto::shared().await;
+    let client = cp.client();
+    let op = Operator::start(cp, moto).await;
+    let name = unique_name("rsv");
+    let specific = format!("{name}-b");
+    let data = format!("{specific}-data");
+    create_tenant(&client, &op.tenant(&specific, json!({"namespaces": [{"name": data}]}))).await;
+    wait_ready(&client, &specific).await;
+
+    create_tenant(&client, &op.tenant(&name, json!({"namespaces": [{"name": name}, {"name": specific}]}))).await;
+    let t = wait_condition(&client, &name, condition::NAMESPACES_READY, "False", Duration::from_secs(60)).await;
+    let c = condition::find(&t.status.unwrap().conditions, condition::NAMESPACES_READY).cloned().unwrap();
+    assert_eq!(c.reason, "NamespaceConflict");
+    assert!(c.message.contains(&format!("reserved for tenant '{specific}'")), "{}", c.message);
+    let namespaces = Api::<Namespace>::all(client.clone());
+    assert!(namespaces.get_opt(&specific).await.unwrap().is_none(), "the reserved namespace was not created");
+    assert!(namespaces.get_opt(&name).await.unwrap().is_some(), "the tenant's own namespace was");
+}
+
 #[tokio::test]
 async fn invariant_1_ownership_reserved_namespaces_are_never_claimed() {
     let cp = ControlPlane::shared().await;
