@@ -1,4 +1,7 @@
 //! A real AWS API emulator, `moto_server`, serving S3, KMS, IAM and STS on one loopback port.
+//!
+//! It runs through [`LAUNCHER`], which starts moto's server as `python -m moto.server` does and
+//! makes CreateBucket apply the tags of its request, as S3 does and moto does not.
 
 use std::process::Command;
 use std::sync::OnceLock;
@@ -17,6 +20,9 @@ pub const PYTHON_ENV: &str = "ITO_TEST_PYTHON";
 /// The account moto reports for static credentials.
 pub const ACCOUNT_ID: &str = "123456789012";
 pub const REGION: &str = "us-east-1";
+
+/// moto's server with S3's CreateBucket tags, relative to the repository root.
+pub const LAUNCHER: &str = "tests/tools/moto/moto_server.py";
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 const PORT_ATTEMPTS: u32 = 3;
@@ -81,14 +87,15 @@ pub fn test_python() -> String {
 
 fn start() -> Result<Moto, String> {
     let python = test_python();
+    let launcher = super::repo_root().join(LAUNCHER);
     let dir = scratch_dir("moto");
     for attempt in 1..=PORT_ATTEMPTS {
         let port = free_port();
         let mut command = Command::new(&python);
-        command.args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()]).current_dir(&dir);
+        command.arg(&launcher).args(["-H", "127.0.0.1", "-p", &port.to_string()]).current_dir(&dir);
         let log = dir.join(format!("moto-{port}.log"));
         let process = spawn_managed("moto_server", command, &log).map_err(|e| {
-            format!("start `{python} -m moto.server`: {e}: run `make moto` (pip install 'moto[server]')")
+            format!("start `{python} {}`: {e}: run `make moto` (pip install 'moto[server]')", launcher.display())
         })?;
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
