@@ -37,9 +37,6 @@ const COUNT_LIMIT: i32 = 1000;
 struct LiveBucket {
     status: BucketStatus,
     tags: Tags,
-    /// An empty bucket of the tenant's name without any tenant tag: left by a create that was
-    /// interrupted before the tags were written (S3 endpoints without tags on CreateBucket).
-    untagged: bool,
 }
 
 /// A policy that compares as AWS reads it.
@@ -60,6 +57,9 @@ struct Lock {
 }
 
 impl Aws {
+    /// The bucket of the tenant's name, when it is the tenant's: HeadBucket with the expected
+    /// owner puts it in this account, and its tenant-UID tag, written by CreateBucket itself,
+    /// must be this tenant's. Without that tag it is not adopted, however empty.
     async fn find_bucket(&self, want: &BucketSpec) -> Result<Option<LiveBucket>, CloudError> {
         let region = match self.s3.head_bucket().bucket(&want.name).send().await {
             Ok(out) => out.bucket_region().unwrap_or(&want.region).to_string(),
@@ -85,24 +85,18 @@ impl Aws {
         let status = BucketStatus { name: want.name.clone(), arn: want.arn.clone(), region };
         match tags.get(TAG_TENANT_UID) {
             Some(uid) if Some(uid) == want.tags.get(TAG_TENANT_UID).map(String::as_str) => {
-                Ok(Some(LiveBucket { status, tags, untagged: false }))
+                Ok(Some(LiveBucket { status, tags }))
             }
             Some(uid) => Err(CloudError::Foreign {
                 kind: KIND,
                 name: want.name.clone(),
                 detail: format!("its tag {TAG_TENANT_UID} is {uid:?}"),
             }),
-            // Empty and untagged: left by a create that stopped before its tags were written (S3
-            // endpoints that ignore tags on CreateBucket). Its name carries the hash of this
-            // tenant's UID, ExpectedBucketOwner puts it in this account, and it holds no data.
-            None => match self.count_versions(want, 1).await? {
-                (0, false) => Ok(Some(LiveBucket { status, tags, untagged: true })),
-                _ => Err(CloudError::Foreign {
-                    kind: KIND,
-                    name: want.name.clone(),
-                    detail: format!("it holds objects and has no {TAG_TENANT_UID} tag"),
-                }),
-            },
+            None => Err(CloudError::UntaggedBucket {
+                name: want.name.clone(),
+                tag: TAG_TENANT_UID,
+                uid: want.tags.get(TAG_TENANT_UID).cloned().unwrap_or_default(),
+            }),
         }
     }
 
@@ -194,9 +188,9 @@ impl Aws {
         step.created(KIND, format!("created S3 bucket {}", want.name));
         let recorded = status.clone();
         step.record(|ids| ids.bucket = Some(recorded)).await?;
-        // Endpoints that ignore tags on CreateBucket get them right away.
+        // The tags went with CreateBucket; `ensure` restores any that S3 does not show.
         let tags = self.bucket_tags(want).await?;
-        Ok(LiveBucket { status, tags, untagged: false })
+        Ok(LiveBucket { status, tags })
     }
 
     async fn public_access_block(&self, want: &BucketSpec) -> Result<Option<BlockPublicAccess>, CloudError> {
@@ -494,17 +488,7 @@ impl Buckets for Aws {
         if !missing.is_empty() {
             let keys = missing.keys();
             self.add_bucket_tags(want, &live.tags, missing).await?;
-            if live.untagged {
-                step.repaired(
-                    KIND,
-                    format!(
-                        "took over the empty, untagged S3 bucket {} left by an interrupted create, and tagged it",
-                        want.name
-                    ),
-                );
-            } else {
-                step.repaired(KIND, format!("restored tags {keys} of S3 bucket {}", want.name));
-            }
+            step.repaired(KIND, format!("restored tags {keys} of S3 bucket {}", want.name));
         }
         Ok(live.status)
     }
@@ -626,6 +610,14 @@ impl Buckets for Aws {
         let live = match self.find_bucket(want).await {
             Ok(Some(live)) => live,
             Ok(None) => return Ok(BucketRetirement::Gone),
+            Err(CloudError::UntaggedBucket { tag, .. }) => {
+                let detail = format!("it has no {tag} tag");
+                tracing::warn!(
+                    bucket = want.name,
+                    "not retiring a bucket that is not known to be the tenant's: {detail}"
+                );
+                return Ok(BucketRetirement::Unconfirmed { detail });
+            }
             Err(CloudError::Foreign { detail, .. }) => {
                 tracing::warn!(
                     bucket = want.name,

@@ -26,6 +26,13 @@ pub enum CloudError {
         "{kind} {name} exists but does not belong to this tenant ({detail}); it is left untouched: remove or rename it, or delete and re-create the tenant to get a new name"
     )]
     Foreign { kind: ResourceKind, name: String, detail: String },
+    /// A bucket of the tenant's name without any tenant-UID tag. The operator creates its
+    /// buckets with that tag in the CreateBucket call itself, so nothing proves this one is the
+    /// tenant's: it is neither used, tagged nor deleted until a person decides.
+    #[error(
+        "S3 bucket {name} has this tenant's name but no {tag} tag, so it is not known to be the tenant's and is left untouched (the operator creates its buckets with that tag). If it is a stray bucket, delete it after checking that nothing in it is needed, and the operator creates the tenant's bucket; if it really is this tenant's, tag it {tag}={uid} and the operator takes it up on its next pass"
+    )]
+    UntaggedBucket { name: String, tag: &'static str, uid: String },
     /// The tenant's key was found but is not safe to adopt (key material from outside KMS, a
     /// multi-Region key, a key store that is unavailable, standing grants).
     #[error(
@@ -178,6 +185,7 @@ impl CloudError {
                 ResourceKind::Key | ResourceKind::Alias => "KeyConflict",
                 ResourceKind::Role => "RoleConflict",
             },
+            CloudError::UntaggedBucket { .. } => "BucketUntagged",
             CloudError::UnsafeKey { .. } => "KeyRefused",
             CloudError::AuditLogBucket { .. } => "AuditLogBucketUnusable",
             CloudError::NotConverged { .. } => "NotConverged",
@@ -191,7 +199,9 @@ impl CloudError {
     pub fn class(&self) -> ErrorClass {
         match self {
             CloudError::Aws { code, status, .. } => ErrorClass::of_aws(code, *status),
-            CloudError::Foreign { .. } | CloudError::UnsafeKey { .. } => ErrorClass::Conflict,
+            CloudError::Foreign { .. } | CloudError::UntaggedBucket { .. } | CloudError::UnsafeKey { .. } => {
+                ErrorClass::Conflict
+            }
             CloudError::AuditLogBucket { .. } => ErrorClass::Client,
             CloudError::NotConverged { .. } => ErrorClass::NotConverged,
             CloudError::Unreadable { .. } => ErrorClass::Unreadable,
@@ -247,5 +257,12 @@ mod tests {
         assert_eq!(foreign.class(), ErrorClass::Conflict);
         assert_eq!(foreign.code(), "BucketConflict");
         assert_eq!(foreign.to_string().split(' ').next(), Some("bucket"));
+        let untagged =
+            CloudError::UntaggedBucket { name: "b".into(), tag: "imaging.tenancy.dev/tenant-uid", uid: "u-1".into() };
+        assert!(!untagged.is_retryable(), "waits for a person");
+        assert_eq!(untagged.class(), ErrorClass::Conflict);
+        assert_eq!(untagged.code(), "BucketUntagged");
+        let message = untagged.to_string();
+        assert!(message.contains("delete it") && message.contains("tag it imaging.tenancy.dev/tenant-uid=u-1"));
     }
 }

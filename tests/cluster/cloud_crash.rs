@@ -22,6 +22,10 @@ async fn assert_converges(moto: &Moto, tenant: &ImagingTenant, settings: &Settin
     let restarted = connect(moto).await;
     let report = provision(&restarted.cloud, tenant, settings, status).await;
     assert!(all_ok(&report), "{what}: the next run did not converge:\n{}", verdicts(&report));
+    // A bucket whose CreateBucket was the last write already carries the tenant's tags: it is
+    // adopted as it is (an untagged one would be refused).
+    let retagged: Vec<_> = report.events.iter().filter(|e| e.note.starts_with("restored tags")).collect();
+    assert!(retagged.is_empty(), "{what}: {retagged:?}");
     let found = census(moto, uid(tenant)).await;
     assert_eq!(
         (found.roles.len(), found.keys.len(), found.aliases.len(), found.buckets.len()),
@@ -49,6 +53,11 @@ async fn a_crash_after_each_aws_write_converges_with_nothing_duplicated() {
     let writes = calls.writes;
     println!("a first provision makes {writes} writes: {:?}", calls.write_operations());
     assert!(writes >= 10, "{:?}", calls.write_operations());
+    assert!(
+        !calls.write_operations().iter().any(|w| w.starts_with("s3:PutBucketTagging")),
+        "the bucket's tags go with CreateBucket: {:?}",
+        calls.write_operations()
+    );
 
     for n in 1..=writes {
         // The status patch after each new ID either landed (kept) or was lost with the process.

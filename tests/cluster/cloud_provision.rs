@@ -9,7 +9,7 @@ use aws_sdk_s3::types::{
     BucketVersioningStatus, ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
     ServerSideEncryptionRule, Tag, Tagging, VersioningConfiguration,
 };
-use imaging_tenant_operator::cloud::{CloudIds, REPAIRED, policy};
+use imaging_tenant_operator::cloud::{CloudIds, REPAIRED, Retirement, policy};
 use ito_test_support::{Moto, unique_name};
 use serde_json::{Value, json};
 
@@ -327,7 +327,69 @@ async fn a_bucket_of_that_name_owned_by_another_tenant_is_reported_not_taken_ove
     s3.create_bucket().bucket(&name2).send().await.unwrap();
     s3.put_object().bucket(&name2).key("x").body(b"data".to_vec().into()).send().await.unwrap();
     let report = provision(cloud, &t2, &settings, &mut KeepIds::default()).await;
-    assert_eq!(report.verdicts[2].reason, "BucketConflict", "{}", verdicts(&report));
+    assert_eq!(report.verdicts[2].reason, "BucketUntagged", "{}", verdicts(&report));
+    assert!(s3.get_bucket_tagging().bucket(&name2).send().await.is_err(), "and is not tagged");
+}
+
+/// The operator creates its buckets with the tenant's tags in CreateBucket itself, so a bucket
+/// of the tenant's name without its UID tag, even an empty one, is not known to be the tenant's:
+/// it is reported with what to do, and neither used, tagged nor deleted. Once a person tags it
+/// with the tenant's UID, it is the tenant's bucket.
+#[tokio::test]
+async fn an_empty_untagged_bucket_of_the_tenants_name_is_refused_not_adopted() {
+    let moto = Moto::shared().await;
+    let settings = settings(None);
+    let t = tenant("stray", json!({"deletionPolicy": "Delete"}));
+    let name = desired(&t, &settings, &Default::default()).bucket.name;
+    let s3 = moto.s3_client();
+    s3.create_bucket().bucket(&name).send().await.unwrap();
+
+    let aws = connect(moto).await;
+    let cloud = &aws.cloud;
+    let mut ids = KeepIds::default();
+    let report = provision(cloud, &t, &settings, &mut ids).await;
+    let bucket_ready = &report.verdicts[2];
+    assert!(!bucket_ready.ok);
+    assert_eq!(bucket_ready.reason, "BucketUntagged", "{}", verdicts(&report));
+    for said in [
+        name.as_str(),
+        "no imaging.tenancy.dev/tenant-uid tag",
+        "delete it",
+        &format!("tag it imaging.tenancy.dev/tenant-uid={}", uid(&t)),
+    ] {
+        assert!(bucket_ready.message.contains(said), "{said:?} in {}", bucket_ready.message);
+    }
+    assert!(!report.verdicts[3].ok, "not secured either");
+    assert!(report.verdicts[0].ok && report.verdicts[1].ok, "role and key are unaffected");
+    assert!(!report.error.as_ref().unwrap().is_retryable(), "waits for a person, not a back-off");
+    assert!(ids.ids.bucket.is_none(), "not recorded as the tenant's");
+    let s3_writes: Vec<String> =
+        cloud.calls().write_operations().into_iter().filter(|w| w.starts_with("s3:")).collect();
+    assert!(s3_writes.is_empty(), "no S3 write: {s3_writes:?}");
+    assert!(s3.get_bucket_tagging().bucket(&name).send().await.is_err(), "not tagged");
+    assert!(s3.get_bucket_policy().bucket(&name).send().await.is_err(), "no policy put on it");
+
+    // Deleting the tenant does not delete it, and keeps the key that may encrypt its objects.
+    let want = desired(&t, &settings, &ids.ids);
+    let Retirement::Blocked { verdict, .. } = cloud.retire(&t, &settings, &ids.ids).await else {
+        panic!("a bucket that is not known to be the tenant's blocks deletion");
+    };
+    assert_eq!(verdict.reason, "BucketNotConfirmedGone");
+    assert!(verdict.message.contains("no imaging.tenancy.dev/tenant-uid tag"), "{}", verdict.message);
+    assert!(s3.head_bucket().bucket(&name).send().await.is_ok(), "the bucket stays");
+    assert!(s3.get_bucket_tagging().bucket(&name).send().await.is_err(), "still not tagged");
+    let key = aws.kms.describe_key().key_id(&want.key.alias).send().await.expect("the key and alias stay");
+    assert_eq!(key.key_metadata().unwrap().key_state().unwrap().as_str(), "Enabled");
+
+    // A person says it is the tenant's by tagging it with the tenant's UID: it is taken up.
+    let tagging = Tagging::builder()
+        .tag_set(Tag::builder().key("imaging.tenancy.dev/tenant-uid").value(uid(&t)).build().unwrap())
+        .build()
+        .unwrap();
+    s3.put_bucket_tagging().bucket(&name).tagging(tagging).send().await.unwrap();
+    let report = provision(cloud, &t, &settings, &mut ids).await;
+    assert!(all_ok(&report), "{}", verdicts(&report));
+    assert_eq!(ids.ids.bucket.as_ref().map(|b| b.name.as_str()), Some(name.as_str()));
 }
 
 #[tokio::test]
