@@ -45,12 +45,18 @@ NETPOL_HASH := $(shell cat $(sort $(filter-out %_test.go,$(wildcard $(TOOLS)/net
 NETPOL_VERDICT := $(BIN_DIR)/netpol-verdict
 NETPOL_CRDS := $(addprefix $(BIN_DIR)/crds/policy.networking.k8s.io_,adminnetworkpolicies.yaml baselineadminnetworkpolicies.yaml clusternetworkpolicies.yaml)
 
+# lua-health (tests/tools/lua-health) runs the Argo CD health check in gopher-lua; rebuilt, like
+# netpol-verdict, when the gopher-lua pin or a hash of its sources and go.mod/go.sum changes.
+GOPHER_LUA_VERSION := $(call go_mod_version,lua-health,github.com/yuin/gopher-lua)
+LUA_HEALTH_HASH := $(shell cat $(sort $(wildcard $(TOOLS)/lua-health/*.go)) $(TOOLS)/lua-health/go.mod $(TOOLS)/lua-health/go.sum | sha256sum | cut -c1-16)
+LUA_HEALTH := $(BIN_DIR)/lua-health
+
 .PHONY: test k8s-bin moto fmt-check lint crds iam-policies netpol-crds tools-test
 
 test: k8s-bin moto image-build-deps
 	cargo test --locked --all-targets
 
-k8s-bin: $(K8S_BINARIES) $(NETPOL_VERDICT) netpol-crds
+k8s-bin: $(K8S_BINARIES) $(NETPOL_VERDICT) $(LUA_HEALTH) netpol-crds
 
 # Each binary is written under a temporary name and renamed, so an interrupted
 # build never leaves a truncated binary that later runs would take as cached.
@@ -81,6 +87,15 @@ $(NETPOL_VERDICT): $(BIN_DIR)/.netpol-verdict-$(KNP_VERSION)-$(NETPOL_HASH)
 $(BIN_DIR)/.netpol-verdict-$(KNP_VERSION)-$(NETPOL_HASH):
 	@mkdir -p $(BIN_DIR)
 	rm -f $(BIN_DIR)/.netpol-verdict-*
+	touch $@
+
+$(LUA_HEALTH): $(BIN_DIR)/.lua-health-$(GOPHER_LUA_VERSION)-$(LUA_HEALTH_HASH)
+	cd $(TOOLS)/lua-health && $(GO_BUILD) -ldflags='-s -w' -o $@.partial .
+	mv $@.partial $@
+
+$(BIN_DIR)/.lua-health-$(GOPHER_LUA_VERSION)-$(LUA_HEALTH_HASH):
+	@mkdir -p $(BIN_DIR)
+	rm -f $(BIN_DIR)/.lua-health-*
 	touch $@
 
 # The policy.networking.k8s.io CRDs (standard channel), copied from the module cache:

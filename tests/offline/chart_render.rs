@@ -633,7 +633,9 @@ fn gitops_examples_are_valid() {
     let release = one(&flux, "HelmRelease");
     assert_eq!(release["spec"]["chart"]["spec"]["chart"], format!("./{CHART}"));
     let kustomization = documents(&read("deploy/gitops/flux-kustomization.yaml"));
-    assert_eq!(one(&kustomization, "Kustomization")["spec"]["path"], "./deploy");
+    assert_eq!(named(&kustomization, "Kustomization", "imaging-tenant-operator")["spec"]["path"], "./deploy");
+    let tenants = named(&kustomization, "Kustomization", "imaging-tenants");
+    assert_eq!(tenants["spec"]["dependsOn"], json!([{"name": "imaging-tenant-operator"}]), "tenants wait for the CRD");
     assert!(repo_root().join("deploy/kustomization.yaml").is_file());
 
     let dir = scratch_dir("gitops-values");

@@ -6,6 +6,7 @@ mod chart_docs;
 mod chart_render;
 mod crd_drift;
 mod desired_kubernetes;
+mod gitops_health;
 mod iam_parliament;
 mod plan_corpus;
 mod plan_output;
