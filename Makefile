@@ -180,7 +180,7 @@ CRD_FILE := imagingtenants.imaging.tenancy.dev.yaml
 HELM := $(BIN_DIR)/helm
 # tests/offline/chart_render.rs reads this line and renders with the same arguments.
 DEPLOY_TEMPLATE_ARGS := template --kube-version $(K8S_VERSION) imaging-tenant-operator charts/imaging-tenant-operator --namespace imaging-tenant-operator --values deploy/values.yaml
-MUSL_TARGET := x86_64-unknown-linux-musl
+MUSL_TARGET := $(shell uname -m)-unknown-linux-musl
 # tests/image_build.rs builds here: the release build of the dependencies survives fresh clones.
 export ITO_IMAGE_BUILD_DIR ?= $(CACHE_DIR)/image-build
 
@@ -207,11 +207,44 @@ deploy-manifests: chart-crds chart-version $(HELM)
 	mv deploy/manifests/operator.yaml.partial deploy/manifests/operator.yaml
 	cp crds/$(CRD_FILE) deploy/manifests/$(CRD_FILE)
 
-# What tests/image_build.rs (the build stage of deploy/Dockerfile) needs: the musl target, and
-# musl-gcc for the C code of ring and aws-lc.
+# What tests/image_build.rs (the build stage of deploy/Dockerfile for this machine's platform)
+# needs: the musl target, and musl-gcc for the C code of ring and aws-lc.
 image-build-deps:
 	rustup target list --installed | grep -qx '$(MUSL_TARGET)' || rustup target add $(MUSL_TARGET)
 	command -v musl-gcc >/dev/null || { apt-get update && apt-get install -y --no-install-recommends musl-tools; }
+
+# --- The container image --------------------------------------------------------------------
+
+.PHONY: image
+# Builds deploy/Dockerfile with the first usable of docker (with buildx and a daemon), podman,
+# buildah and nerdctl, or CONTAINER_TOOL. PLATFORMS=linux/amd64,linux/arm64 builds both (the
+# other platform emulated); PUSH=true pushes the image (a manifest list with podman and
+# buildah) to IMAGE.
+IMAGE ?= ghcr.io/imaging-tenancy/imaging-tenant-operator:$(VERSION)
+HOST_ARCH := $(subst aarch64,arm64,$(subst x86_64,amd64,$(shell uname -m)))
+PLATFORMS ?= linux/$(HOST_ARCH)
+CONTAINER_TOOL ?=
+
+image:
+	@tool='$(CONTAINER_TOOL)'; \
+	if [ -z "$$tool" ]; then \
+	  if docker buildx version >/dev/null 2>&1 && docker info >/dev/null 2>&1; then tool=docker; \
+	  elif podman info >/dev/null 2>&1; then tool=podman; \
+	  elif buildah version >/dev/null 2>&1; then tool=buildah; \
+	  elif nerdctl info >/dev/null 2>&1; then tool=nerdctl; fi; \
+	fi; \
+	case "$$tool" in \
+	  docker) set -x; docker buildx build --platform $(PLATFORMS) -f deploy/Dockerfile -t $(IMAGE) $(if $(PUSH),--push,--load) . ;; \
+	  podman|buildah) set -x; $$tool build --platform $(PLATFORMS) --manifest $(IMAGE) -f deploy/Dockerfile . \
+	    $(if $(PUSH),&& $$tool manifest push --all $(IMAGE) docker://$(IMAGE)) ;; \
+	  nerdctl) set -x; nerdctl build --platform $(PLATFORMS) -f deploy/Dockerfile -t $(IMAGE) . \
+	    $(if $(PUSH),&& nerdctl push --all-platforms $(IMAGE)) ;; \
+	  *) echo "make image: no usable docker (with buildx and a running daemon), podman, buildah or nerdctl here."; \
+	     echo "Install one (or set CONTAINER_TOOL), or build on a machine that has one, from the repository root:"; \
+	     echo "  docker buildx build --platform linux/amd64,linux/arm64 -f deploy/Dockerfile -t $(IMAGE) --push ."; \
+	     echo "  podman build --platform linux/amd64,linux/arm64 --manifest $(IMAGE) -f deploy/Dockerfile . && podman manifest push --all $(IMAGE) docker://$(IMAGE)"; \
+	     exit 1 ;; \
+	esac
 
 .PHONY: bench
 # Figures, not a test: time to Ready for TENANTS tenants, API calls per reconcile, memory.
