@@ -609,6 +609,9 @@ async fn operator_service_account_has_exactly_the_needed_verbs() {
     helm_uninstall(cp, &release);
 }
 
+/// The tests that change the shared CRD's metadata or spec take turns.
+static CRD_WRITERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The commands of README.md's "## Upgrade" block, with this test's release name and namespace.
 fn documented_upgrade_commands(release: &Release) -> Vec<Vec<String>> {
     let readme = read("README.md");
@@ -648,6 +651,7 @@ fn documented_upgrade_commands(release: &Release) -> Vec<Vec<String>> {
 async fn documented_upgrade_applies_the_new_crd_and_upgrades_the_release() {
     let cp = ControlPlane::shared().await;
     install_chart_crd(cp).await;
+    let _writing = CRD_WRITERS.lock().await;
     let client = cp.client();
     let release = helm_install(cp);
     let commands = documented_upgrade_commands(&release);
@@ -776,4 +780,92 @@ fn denied<T: std::fmt::Debug>(result: Result<T, kube::Error>, who: &str, what: &
         Err(e) if api_error_code(&e) == Some(403) => {}
         other => panic!("a user bound to imagingtenant-{who} must get 403 to {what}, got {other:?}"),
     }
+}
+
+/// crds.enabled, as README.md's "Upgrade" says: refused with the adoption commands while the CRD
+/// belongs to no release; once adopted, the release manages it, and `helm uninstall` keeps it
+/// (crds.keep) with every tenant.
+#[tokio::test]
+async fn templated_crd_is_refused_until_adopted_and_kept_on_uninstall() {
+    let cp = ControlPlane::shared().await;
+    install_chart_crd(cp).await;
+    let _writing = CRD_WRITERS.lock().await;
+    let client = cp.client();
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    let name = unique_name("ito");
+    let namespace = unique_name("chart-crds");
+    let install = |extra: &[&str]| {
+        let mut cmd = helm();
+        cmd.args([
+            "install",
+            &name,
+            CHART,
+            "--namespace",
+            &namespace,
+            "--create-namespace",
+            "--values",
+            MINIMAL_VALUES,
+        ])
+        .args(["--set", "admission.enabled=false,rbac.userRoles=false,crds.enabled=true"])
+        .args(extra);
+        output(with_kubeconfig(cmd, cp), None)
+    };
+
+    let out = install(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a CRD that belongs to no release is not taken over silently");
+    assert!(
+        stderr.contains(
+            "Install with --skip-crds, or adopt it first: kubectl label crd imagingtenants.imaging.tenancy.dev"
+        ),
+        "{stderr}"
+    );
+
+    // Adopted as README.md says (the commands, with this release's name and namespace).
+    let adopted = json!({"metadata": {
+        "labels": {"app.kubernetes.io/managed-by": "Helm"},
+        "annotations": {"meta.helm.sh/release-name": name, "meta.helm.sh/release-namespace": namespace},
+    }});
+    crds.patch(CRD_NAME, &PatchParams::default(), &Patch::Merge(adopted)).await.unwrap();
+    let out = install(&["--skip-crds"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let crd = crds.get(CRD_NAME).await.unwrap();
+    let annotations = crd.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(annotations.get("helm.sh/resource-policy").map(String::as_str), Some("keep"));
+    assert_eq!(
+        annotations.get("argocd.argoproj.io/sync-options").map(String::as_str),
+        Some("Delete=false,Prune=false")
+    );
+
+    let tenants = Api::<DynamicObject>::all_with(client.clone(), &tenant_resource());
+    let tenant = unique_name("kept-crd");
+    tenants
+        .create(&PostParams::default(), &object(json!({"apiVersion": "imaging.tenancy.dev/v1alpha1", "kind": "ImagingTenant", "metadata": {"name": tenant}, "spec": {}})))
+        .await
+        .expect("create a tenant");
+    let mut cmd = helm();
+    cmd.args(["uninstall", &name, "--namespace", &namespace]);
+    run(with_kubeconfig(cmd, cp), None);
+    crds.get(CRD_NAME).await.expect("helm uninstall keeps the CRD (crds.keep)");
+    tenants.get(&tenant).await.expect("and every tenant");
+    tenants.delete(&tenant, &DeleteParams::default()).await.unwrap();
+
+    // Back to a CRD of no release, for the other tests.
+    let labels: serde_json::Map<String, Value> = [
+        "app.kubernetes.io/managed-by",
+        "app.kubernetes.io/name",
+        "app.kubernetes.io/instance",
+        "app.kubernetes.io/version",
+        "app.kubernetes.io/component",
+        "app.kubernetes.io/part-of",
+        "helm.sh/chart",
+    ]
+    .into_iter()
+    .map(|k| (k.to_owned(), Value::Null))
+    .collect();
+    let released = json!({"metadata": {
+        "labels": labels,
+        "annotations": {"meta.helm.sh/release-name": null, "meta.helm.sh/release-namespace": null, "helm.sh/resource-policy": null},
+    }});
+    crds.patch(CRD_NAME, &PatchParams::default(), &Patch::Merge(released)).await.unwrap();
 }
