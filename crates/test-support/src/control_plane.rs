@@ -129,7 +129,7 @@ fn bin_dir() -> PathBuf {
     ))
 }
 
-fn pinned_version(tool: &str, module: &str) -> Result<String, String> {
+pub(crate) fn pinned_version(tool: &str, module: &str) -> Result<String, String> {
     let path = super::repo_root().join("tests/tools").join(tool).join("go.mod");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
     text.lines()
