@@ -98,23 +98,25 @@ $(BIN_DIR)/.lua-health-$(GOPHER_LUA_VERSION)-$(LUA_HEALTH_HASH):
 	rm -f $(BIN_DIR)/.lua-health-*
 	touch $@
 
-# The policy.networking.k8s.io CRDs (standard channel), copied from the module cache:
-# AdminNetworkPolicy and BaselineAdminNetworkPolicy from the network-policy-api version
-# netpol-verdict evaluates, ClusterNetworkPolicy from tests/tools/network-policy-api's pin
-# (no kube-network-policies we build evaluates it). Copied again when a pin changes.
+# The policy.networking.k8s.io CRDs, copied from the module cache: AdminNetworkPolicy and
+# BaselineAdminNetworkPolicy from the network-policy-api version netpol-verdict evaluates, from
+# its experimental channel (egress `networks` peers, which the operator's Admin-tier policies
+# use and kube-network-policies evaluates); ClusterNetworkPolicy (standard channel) from
+# tests/tools/network-policy-api's pin (no kube-network-policies we build evaluates it).
+# Copied again when a pin or the channel changes.
 netpol-crds: $(NETPOL_CRDS)
 
 NPA_MODULE_DIR = go mod download -json sigs.k8s.io/network-policy-api | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$$/\1/p'
 
-$(BIN_DIR)/crds/policy.networking.k8s.io_adminnetworkpolicies.yaml $(BIN_DIR)/crds/policy.networking.k8s.io_baselineadminnetworkpolicies.yaml: $(BIN_DIR)/crds/.anp-$(NETPOL_NPA_VERSION)
-	dir=$$(cd $(TOOLS)/netpol && $(NPA_MODULE_DIR)) && install -m 644 "$$dir/config/crd/standard/$(@F)" $@.partial
+$(BIN_DIR)/crds/policy.networking.k8s.io_adminnetworkpolicies.yaml $(BIN_DIR)/crds/policy.networking.k8s.io_baselineadminnetworkpolicies.yaml: $(BIN_DIR)/crds/.anp-experimental-$(NETPOL_NPA_VERSION)
+	dir=$$(cd $(TOOLS)/netpol && $(NPA_MODULE_DIR)) && install -m 644 "$$dir/config/crd/experimental/$(@F)" $@.partial
 	mv $@.partial $@
 
 $(BIN_DIR)/crds/policy.networking.k8s.io_clusternetworkpolicies.yaml: $(BIN_DIR)/crds/.cnp-$(NPA_VERSION)
 	dir=$$(cd $(TOOLS)/network-policy-api && $(NPA_MODULE_DIR)) && install -m 644 "$$dir/config/crd/standard/$(@F)" $@.partial
 	mv $@.partial $@
 
-$(BIN_DIR)/crds/.anp-$(NETPOL_NPA_VERSION):
+$(BIN_DIR)/crds/.anp-experimental-$(NETPOL_NPA_VERSION):
 	@mkdir -p $(@D)
 	rm -f $(@D)/.anp-*
 	touch $@

@@ -449,14 +449,19 @@ pub struct ImagingTenantStatus {
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// NamespacesReady, NetworkIsolated, AccessBound, QuotaApplied, IdentityReady, KeyReady,
-    /// BucketReady, BucketSecured and Ready, each with a reason and a message.
+    /// NamespacesReady, NetworkIsolated, AccessBound, QuotaApplied, Guarded, IdentityReady,
+    /// KeyReady, BucketReady, BucketSecured and Ready, each with a reason and a message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "condition::conditions_schema")]
     pub conditions: Vec<Condition>,
     /// Namespaces the tenant owns.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
+    /// The isolation layers in force for the tenant's namespaces: NetworkPolicy, and where the
+    /// cluster has them ValidatingAdmissionPolicy and ClusterNetworkPolicy (or
+    /// AdminNetworkPolicy).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub isolation_layers: Vec<String>,
     /// The tenant's S3 bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket: Option<BucketStatus>,

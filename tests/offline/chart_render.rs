@@ -234,6 +234,8 @@ fn full_values_reach_every_object() {
         "ITO_CONCURRENCY": "16",
         "ITO_AWS_MAX_CREATE_KEY_PER_SECOND": "2",
         "ITO_TENANT_SELECTOR": "imaging.tenancy.dev/shard=a",
+        "ITO_CLUSTER_NETWORK_POLICY_KIND": "ClusterNetworkPolicy",
+        "ITO_ALLOW_UNGUARDED": "false",
         "ITO_LOG_LEVEL": "imaging_tenant_operator=debug,kube=info",
         "ITO_LOG_FORMAT": "text",
         "ITO_METRICS_ADDR": "0.0.0.0:9090",
