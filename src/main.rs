@@ -1,11 +1,11 @@
 //! imaging-tenant-operator: `run` the controller, `plan` a manifest offline, print the `crd` and
-//! the `aws-policies` that fence the operator.
+//! the `aws-policies` that fence the operator, and report the `evidence` of every control.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use imaging_tenant_operator::{api, aws_policies, plan, run};
+use imaging_tenant_operator::{api, aws_policies, evidence, plan, run};
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +34,9 @@ enum Command {
     Crd,
     /// Print the operator's IAM policy, the tenant roles' permissions boundary and a guard-rail SCP.
     AwsPolicies(Box<aws_policies::AwsPoliciesArgs>),
+    /// Report every control of every tenant, read from the cluster and AWS, for auditors
+    /// (HIPAA 164.312, AWS Config rule names), with a SHA-256 digest.
+    Evidence(Box<evidence::EvidenceArgs>),
 }
 
 fn main() -> ExitCode {
@@ -46,5 +49,6 @@ fn main() -> ExitCode {
         Command::Plan { file, settings } => plan::main(&file, &settings),
         Command::Run(args) => run::main(*args),
         Command::AwsPolicies(args) => aws_policies::main(&args),
+        Command::Evidence(args) => evidence::main(&args),
     }
 }

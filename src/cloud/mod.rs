@@ -25,6 +25,7 @@ use crate::desired::aws::{BucketSpec, KeySpec, RoleSpec, TenantAws, render_with}
 mod bucket;
 mod calls;
 mod error;
+mod evidence;
 mod identity;
 mod key;
 pub mod policy;
@@ -34,6 +35,7 @@ mod sdk;
 
 pub use calls::CallStats;
 pub use error::{CloudError, ErrorClass, ResourceKind};
+pub use evidence::CallerIdentity;
 pub(crate) use resource::Retiring;
 use sdk::SdkResult;
 

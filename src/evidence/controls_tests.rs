@@ -447,3 +447,50 @@ fn docs_compliance_holds_the_catalogue() {
         "docs/compliance.md must hold the control catalogue exactly as the code has it; replace its table with:\n{table}"
     );
 }
+
+#[test]
+fn the_json_report_validates_against_the_committed_schema_and_its_digest_recomputes() {
+    use crate::cloud::CallerIdentity;
+    use crate::evidence::read::KubernetesIdentity;
+    use crate::evidence::report::{Header, TenantFindings, canonical, json_report, sha256_hex};
+
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/evidence-report.schema.json");
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("a valid JSON schema");
+    let mut tampered = good();
+    bucket(&mut tampered).versioning = Err("AccessDenied".into());
+    key(&mut tampered).rotation = Ok(false);
+    let tenants: Vec<TenantFindings> = [good(), tampered]
+        .iter()
+        .map(|ev| TenantFindings {
+            name: "group-a".into(),
+            uid: UID.into(),
+            read_at: "2026-11-30T06:00:00Z".into(),
+            findings: evaluate(ev, &settings()),
+        })
+        .collect();
+    let header = Header {
+        generated_at: "2026-11-30T06:00:01Z".into(),
+        cluster: "prod-1".into(),
+        region: "eu-central-1".into(),
+        account_id: "111122223333".into(),
+        aws: CallerIdentity {
+            account: "111122223333".into(),
+            arn: "arn:aws:sts::111122223333:assumed-role/imaging-break-glass/audit".into(),
+            user_id: "AROAEXAMPLE:audit".into(),
+        },
+        kubernetes: KubernetesIdentity { username: "auditor@example.org".into(), groups: vec!["auditors".into()] },
+    };
+    let report = json_report(&header, &tenants);
+    let errors: Vec<String> = validator.iter_errors(&report).map(|e| format!("{}: {e}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert_eq!(report["summary"]["fail"], 1);
+    assert_eq!(report["summary"]["error"], 1);
+
+    let mut without = report.clone();
+    let digest = without.as_object_mut().unwrap().remove("digest").unwrap();
+    assert_eq!(digest["value"], sha256_hex(canonical(&without).as_bytes()));
+    let mut broken = report.clone();
+    broken["tenants"][0]["controls"][0]["result"] = json!("passed");
+    assert!(!validator.is_valid(&broken), "the schema refuses an unknown result");
+}
