@@ -14,6 +14,7 @@ mod cloud_faults;
 mod cloud_provision;
 mod cloud_retire;
 mod e2e_isolation;
+mod evidence;
 mod guardrails;
 mod invariants_kubernetes;
 mod plan_apiserver;
