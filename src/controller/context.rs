@@ -32,6 +32,7 @@ pub(crate) struct Context {
     pub(crate) resync_interval: Duration,
     pub(crate) backoff: Backoff,
     pub(crate) aws_checks: AwsChecks,
+    pub(crate) reports: super::reports::Reports,
 }
 
 impl Context {
@@ -55,6 +56,7 @@ impl Context {
             resync_interval: opts.resync_interval,
             backoff: Backoff::default(),
             aws_checks: AwsChecks::default(),
+            reports: Default::default(),
         }
     }
 
@@ -62,6 +64,7 @@ impl Context {
     pub(crate) fn forget(&self, uid: &str) {
         self.backoff.reset(uid);
         self.aws_checks.forget(uid);
+        self.reports.forget(uid);
         self.metrics.forget_tenant(uid);
     }
 }

@@ -13,6 +13,7 @@ mod error;
 mod events;
 mod namespaces;
 mod reconcile;
+mod reports;
 mod status;
 
 use std::sync::Arc;

@@ -494,3 +494,37 @@ fn the_json_report_validates_against_the_committed_schema_and_its_digest_recompu
     broken["tenants"][0]["controls"][0]["result"] = json!("passed");
     assert!(!validator.is_valid(&broken), "the schema refuses an unknown result");
 }
+
+#[test]
+fn policy_reports_hold_one_result_per_control_and_nothing_that_changes_between_passes() {
+    use crate::evidence::policy_report::{KINDS, MAX_EVIDENCE, OPEN_REPORTS, render, same_content};
+    let mut tampered = good();
+    key(&mut tampered).rotation = Ok(false);
+    for kind in KINDS {
+        let findings = evaluate(&good(), &settings());
+        let report = render(kind, &tenant(), &findings);
+        assert_eq!(report["apiVersion"], kind.api_version());
+        assert_eq!(report["metadata"]["name"], "imaging-tenant-group-a");
+        assert_eq!(report["scope"]["uid"], UID);
+        let results = report["results"].as_array().unwrap();
+        assert_eq!(results.len(), CONTROLS.len());
+        let kms_03 = results.iter().find(|r| r["policy"] == "ITO-KMS-03").unwrap();
+        assert_eq!(kms_03["rule"], "ITO-KMS-03");
+        assert_eq!(kms_03["category"], "164.312(a)(2)(iv)");
+        assert_eq!(kms_03["severity"], "medium");
+        assert_eq!(kms_03["result"], "pass");
+        assert_eq!(kms_03["properties"]["awsConfigRules"], "cmk-backing-key-rotation-enabled");
+        assert!(results.iter().all(|r| r["properties"].as_object().unwrap().values().all(Value::is_string)));
+        assert!(
+            results.iter().all(|r| r["properties"]["evidence"].as_str().is_none_or(|e| e.len() < MAX_EVIDENCE + 100))
+        );
+        assert!(!report.to_string().contains("timestamp"), "nothing that changes between passes");
+        assert_eq!(report["source"].is_string(), kind == OPEN_REPORTS);
+
+        let again = render(kind, &tenant(), &evaluate(&good(), &settings()));
+        assert!(same_content(&report, &again));
+        let changed = render(kind, &tenant(), &evaluate(&tampered, &settings()));
+        assert!(!same_content(&report, &changed));
+        assert_eq!(changed["summary"]["fail"], 1);
+    }
+}

@@ -13,19 +13,21 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::api::ImagingTenant;
 use crate::cloud::{AwsOptions, Cloud};
-use crate::config::SettingsArgs;
+use crate::config::{Settings, SettingsArgs};
 use crate::desired::aws::render_with;
 
 pub mod controls;
 pub mod live;
-mod read;
+pub mod policy_report;
+pub(crate) mod read;
 pub mod report;
 
 pub use read::KubernetesIdentity;
 
 use controls::Verdict;
-use live::TenantEvidence;
+use live::{GuardEvidence, Read, TenantEvidence};
 use report::{Header, TenantFindings};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -78,6 +80,30 @@ fn now() -> String {
     k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
+/// Reads everything the controls judge about one tenant: the cluster side, then the key (whose
+/// ARN the bucket's expected encryption names), the role and the bucket. `guards` are read once
+/// for all tenants ([`read::guards`]).
+pub(crate) async fn gather(
+    client: &kube::Client,
+    cloud: &Cloud,
+    settings: &Settings,
+    tenant: ImagingTenant,
+    guards: &Read<Vec<GuardEvidence>>,
+) -> TenantEvidence {
+    let kubernetes = read::kubernetes(client, &tenant, guards).await;
+    let offline = render_with(&tenant, settings, None);
+    let recorded = tenant.status.as_ref().and_then(|s| s.key.clone());
+    let key = cloud.read_key(&offline.key, recorded.as_ref()).await;
+    let key_arn = key.as_ref().ok().and_then(|k| k.as_ref()).map(|k| k.arn.clone());
+    let want = render_with(&tenant, settings, key_arn.as_deref());
+    let aws = live::AwsEvidence {
+        key,
+        role: cloud.read_role(&want.role).await,
+        bucket: cloud.read_bucket(&want.bucket, &settings.account_id).await,
+    };
+    TenantEvidence { tenant, kubernetes, aws }
+}
+
 /// `imaging-tenant-operator evidence ...`.
 pub fn main(args: &EvidenceArgs) -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -116,18 +142,7 @@ async fn run(args: &EvidenceArgs) -> Result<u8, Fatal> {
     let mut results = Vec::new();
     for tenant in tenants {
         let read_at = now();
-        let kubernetes = read::kubernetes(&client, &tenant, &guards).await;
-        let offline = render_with(&tenant, &settings, None);
-        let recorded = tenant.status.as_ref().and_then(|s| s.key.clone());
-        let key = cloud.read_key(&offline.key, recorded.as_ref()).await;
-        let key_arn = key.as_ref().ok().and_then(|k| k.as_ref()).map(|k| k.arn.clone());
-        let want = render_with(&tenant, &settings, key_arn.as_deref());
-        let aws = live::AwsEvidence {
-            key,
-            role: cloud.read_role(&want.role).await,
-            bucket: cloud.read_bucket(&want.bucket, &settings.account_id).await,
-        };
-        let evidence = TenantEvidence { tenant, kubernetes, aws };
+        let evidence = gather(&client, &cloud, &settings, tenant, &guards).await;
         results.push(TenantFindings {
             name: evidence.tenant.tenant_name().to_string(),
             uid: evidence.tenant.metadata.uid.clone().unwrap_or_default(),

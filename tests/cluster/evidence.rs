@@ -6,6 +6,7 @@
 //! exactly those controls, and bad usage exits 2.
 
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use crate::cloud_fixtures::audit_bucket;
 use crate::operator::{
@@ -14,7 +15,7 @@ use crate::operator::{
 };
 use imaging_tenant_operator::evidence::controls::{CONTROLS, GUARD_LABEL, GUARDS};
 use ito_test_support::chart::{CHART, MINIMAL_VALUES, documents, helm_template, kind_of, name_of};
-use ito_test_support::{ControlPlane, Moto, scratch_dir, unique_name};
+use ito_test_support::{ControlPlane, Moto, scratch_dir, unique_name, wait_for};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -246,4 +247,159 @@ async fn invariant_13_evidence_reports_every_control_from_live_state_and_names_w
 async fn status_uid(client: &kube::Client, name: &str) -> String {
     let api: Api<imaging_tenant_operator::api::ImagingTenant> = Api::all(client.clone());
     api.get(name).await.unwrap().metadata.uid.unwrap()
+}
+
+const REPORT_CRDS: [&str; 2] = [
+    "tests/tools/policy-reports/openreports.io_clusterreports.yaml",
+    "tests/tools/policy-reports/wgpolicyk8s.io_clusterpolicyreports.yaml",
+];
+
+async fn install_report_crds(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    for file in REPORT_CRDS {
+        let text = std::fs::read_to_string(repo(file)).unwrap();
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).expect("a CRD");
+        ito_test_support::apply_crd(client, &crd, "evidence-tests").await;
+    }
+}
+
+fn report_api(client: &kube::Client, group: &str, version: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+    Api::all_with(client.clone(), &resource)
+}
+
+/// The results of a report as `control=result`, those not passing only, once it has every control.
+async fn report_results(api: &Api<DynamicObject>, name: &str) -> Result<(Value, Vec<String>), String> {
+    let report = api.get(name).await.map_err(|e| e.to_string())?;
+    let report = serde_json::to_value(report).unwrap();
+    let results = report["results"].as_array().cloned().unwrap_or_default();
+    if results.len() != CONTROLS.len() {
+        return Err(format!("{} results", results.len()));
+    }
+    let not_passing = results
+        .iter()
+        .filter(|r| r["result"] != "pass")
+        .map(|r| format!("{}={}", r["policy"].as_str().unwrap(), r["result"].as_str().unwrap()))
+        .collect();
+    Ok((report, not_passing))
+}
+
+async fn request_reconcile(client: &kube::Client, name: &str) {
+    let api: Api<imaging_tenant_operator::api::ImagingTenant> = Api::all(client.clone());
+    let patch = json!({"metadata": {"annotations": {"imaging.tenancy.dev/reconcile-requested-at": unique_name("at")}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("request a reconcile");
+}
+
+#[tokio::test]
+async fn invariant_13_the_operator_publishes_policy_reports_only_on_change_and_warns_of_failing_controls() {
+    let cp = ControlPlane::shared().await;
+    let moto = Moto::shared().await;
+    let client = cp.client();
+    crate::install_crd(&client).await;
+    install_report_crds(&client).await;
+    let audit = audit_bucket(moto).await;
+    let op = Operator::start_with_env(cp, moto, &[], &[("ITO_AUDIT_LOG_BUCKET", audit.as_str())]).await;
+    let name = unique_name("evr");
+    install_guards(cp, std::slice::from_ref(&name)).await;
+    create_tenant(
+        &client,
+        &op.tenant(&name, json!({"access": {"admins": [{"kind": "Group", "name": "oidc:radiology-admins"}]}})),
+    )
+    .await;
+    let status = wait_ready(&client, &name).await.status.unwrap();
+    let report_name = format!("imaging-tenant-{name}");
+    let open_reports = report_api(&client, "openreports.io", "v1alpha1", "ClusterReport", "clusterreports");
+    let wg_policy = report_api(&client, "wgpolicyk8s.io", "v1alpha2", "ClusterPolicyReport", "clusterpolicyreports");
+
+    // Both kinds are served, so both are written; every control passes (Object Lock is skipped:
+    // the tenant asks for no retention).
+    let mut reports = Vec::new();
+    for api in [&open_reports, &wg_policy] {
+        let (report, not_passing) = wait_for(Duration::from_secs(60), "the tenant's policy report", || async {
+            report_results(api, &report_name).await
+        })
+        .await;
+        assert_eq!(not_passing, ["ITO-S3-07=skip"], "{report:#}");
+        assert_eq!(report["scope"]["kind"], "ImagingTenant");
+        assert_eq!(report["scope"]["name"], json!(name));
+        assert_eq!(report["summary"]["pass"], CONTROLS.len() - 1);
+        let s3_09 = report["results"].as_array().unwrap().iter().find(|r| r["policy"] == "ITO-S3-09").unwrap();
+        assert_eq!(s3_09["category"], "164.312(b)");
+        assert_eq!(s3_09["severity"], "high");
+        assert_eq!(s3_09["properties"]["awsConfigRules"], "s3-bucket-logging-enabled");
+        assert!(s3_09["properties"]["evidence"].as_str().unwrap().contains(&audit), "{s3_09}");
+        assert!(report["metadata"].get("creationTimestamp").is_some());
+        reports.push(report);
+    }
+    let metric = |control: &str, result: &str| format!("tenant=\"{name}\",control=\"{control}\",result=\"{result}\"");
+    assert_eq!(op.metric_sum("imaging_tenant_control", &metric("ITO-KMS-08", "pass")).await, 1.0);
+
+    // A full reconcile that finds nothing new writes no report and no Event.
+    let versions: Vec<Value> = reports.iter().map(|r| r["metadata"]["resourceVersion"].clone()).collect();
+    let reconciles = op.metric_sum("imaging_tenant_operator_reconciliations_total", "").await;
+    request_reconcile(&client, &name).await;
+    wait_for(Duration::from_secs(30), "a reconcile after the request", || async {
+        let n = op.metric_sum("imaging_tenant_operator_reconciliations_total", "").await;
+        if n > reconciles { Ok(()) } else { Err(format!("{n}")) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (api, version) in [&open_reports, &wg_policy].into_iter().zip(&versions) {
+        let now = serde_json::to_value(api.get(&report_name).await.unwrap()).unwrap();
+        assert_eq!(&now["metadata"]["resourceVersion"], version, "an unchanged report was written again");
+    }
+    let warnings = |events: Vec<(String, String)>| events.into_iter().filter(|(r, _)| r == "ControlFailed").count();
+    assert_eq!(warnings(crate::operator::events_for(&client, &name).await), 0);
+
+    // Behind the operator's back, two things it does not undo: a RoleBinding of an outsider in a
+    // tenant namespace, and a grant on the tenant key.
+    let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(client.clone(), &name);
+    let outsider: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "contractor"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "contractor@elsewhere.example"}],
+    }))
+    .unwrap();
+    bindings.create(&Default::default(), &outsider).await.expect("bind an outsider");
+    let kms = aws_sdk_kms::Client::new(&moto.sdk_config());
+    let key_id = status.key.as_ref().unwrap().id.clone();
+    let grant = kms
+        .create_grant()
+        .key_id(&key_id)
+        .grantee_principal("arn:aws:iam::123456789012:role/someone-else")
+        .operations(aws_sdk_kms::types::GrantOperation::Decrypt)
+        .send()
+        .await
+        .expect("grant the key to someone else");
+    request_reconcile(&client, &name).await;
+    for api in [&open_reports, &wg_policy] {
+        wait_for(Duration::from_secs(60), "the report to show both failing controls", || async {
+            let (_, not_passing) = report_results(api, &report_name).await?;
+            if not_passing.contains(&"ITO-K8S-05=fail".to_string())
+                && not_passing.contains(&"ITO-KMS-08=fail".to_string())
+            {
+                Ok(())
+            } else {
+                Err(format!("{not_passing:?}"))
+            }
+        })
+        .await;
+    }
+    crate::operator::wait_event(&client, &name, "ControlFailed", "ITO-K8S-05 fail").await;
+    crate::operator::wait_event(&client, &name, "ControlFailed", "ITO-KMS-08 fail").await;
+    assert_eq!(op.metric_sum("imaging_tenant_control", &metric("ITO-KMS-08", "fail")).await, 1.0);
+    assert_eq!(op.metric_sum("imaging_tenant_control", &metric("ITO-KMS-08", "pass")).await, 0.0);
+    let (report, _) = report_results(&open_reports, &report_name).await.unwrap();
+    let k8s_05 = report["results"].as_array().unwrap().iter().find(|r| r["policy"] == "ITO-K8S-05").unwrap();
+    assert!(k8s_05["message"].as_str().unwrap().contains("contractor@elsewhere.example"), "{k8s_05}");
+
+    // Undone: the reports pass again.
+    bindings.delete("contractor", &Default::default()).await.unwrap();
+    kms.revoke_grant().key_id(&key_id).grant_id(grant.grant_id().unwrap()).send().await.unwrap();
+    request_reconcile(&client, &name).await;
+    wait_for(Duration::from_secs(60), "the report to pass again", || async {
+        let (_, not_passing) = report_results(&open_reports, &report_name).await?;
+        if not_passing == ["ITO-S3-07=skip"] { Ok(()) } else { Err(format!("{not_passing:?}")) }
+    })
+    .await;
 }
