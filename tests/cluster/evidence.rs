@@ -242,6 +242,19 @@ async fn invariant_13_evidence_reports_every_control_from_live_state_and_names_w
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let out = run_evidence(cp, moto, &audit, &["--tenant", &name, "--output", "/nonexistent/dir/report.json"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
+    // Back, the operator restores both (the rule added to the default deny included), and the
+    // report passes again.
+    op.restart(cp, moto).await;
+    let file = json_file.to_str().unwrap().to_string();
+    wait_for(Duration::from_secs(60), "the operator to repair both, and the report to pass", || {
+        let (audit, name, file) = (audit.clone(), name.clone(), file.clone());
+        async move {
+            let out = run_evidence(cp, moto, &audit, &["--tenant", &name, "--output", &file]).await;
+            if out.status.code() == Some(0) { Ok(()) } else { Err(stderr(&out)) }
+        }
+    })
+    .await;
 }
 
 async fn status_uid(client: &kube::Client, name: &str) -> String {
