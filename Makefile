@@ -45,12 +45,18 @@ NETPOL_HASH := $(shell cat $(sort $(filter-out %_test.go,$(wildcard $(TOOLS)/net
 NETPOL_VERDICT := $(BIN_DIR)/netpol-verdict
 NETPOL_CRDS := $(addprefix $(BIN_DIR)/crds/policy.networking.k8s.io_,adminnetworkpolicies.yaml baselineadminnetworkpolicies.yaml clusternetworkpolicies.yaml)
 
+# lua-health (tests/tools/lua-health) runs the Argo CD health check in gopher-lua; rebuilt, like
+# netpol-verdict, when the gopher-lua pin or a hash of its sources and go.mod/go.sum changes.
+GOPHER_LUA_VERSION := $(call go_mod_version,lua-health,github.com/yuin/gopher-lua)
+LUA_HEALTH_HASH := $(shell cat $(sort $(wildcard $(TOOLS)/lua-health/*.go)) $(TOOLS)/lua-health/go.mod $(TOOLS)/lua-health/go.sum | sha256sum | cut -c1-16)
+LUA_HEALTH := $(BIN_DIR)/lua-health
+
 .PHONY: test k8s-bin moto fmt-check lint crds iam-policies netpol-crds tools-test
 
 test: k8s-bin moto image-build-deps
 	cargo test --locked --all-targets
 
-k8s-bin: $(K8S_BINARIES) $(NETPOL_VERDICT) netpol-crds
+k8s-bin: $(K8S_BINARIES) $(NETPOL_VERDICT) $(LUA_HEALTH) netpol-crds
 
 # Each binary is written under a temporary name and renamed, so an interrupted
 # build never leaves a truncated binary that later runs would take as cached.
@@ -83,23 +89,34 @@ $(BIN_DIR)/.netpol-verdict-$(KNP_VERSION)-$(NETPOL_HASH):
 	rm -f $(BIN_DIR)/.netpol-verdict-*
 	touch $@
 
-# The policy.networking.k8s.io CRDs (standard channel), copied from the module cache:
-# AdminNetworkPolicy and BaselineAdminNetworkPolicy from the network-policy-api version
-# netpol-verdict evaluates, ClusterNetworkPolicy from tests/tools/network-policy-api's pin
-# (no kube-network-policies we build evaluates it). Copied again when a pin changes.
+$(LUA_HEALTH): $(BIN_DIR)/.lua-health-$(GOPHER_LUA_VERSION)-$(LUA_HEALTH_HASH)
+	cd $(TOOLS)/lua-health && $(GO_BUILD) -ldflags='-s -w' -o $@.partial .
+	mv $@.partial $@
+
+$(BIN_DIR)/.lua-health-$(GOPHER_LUA_VERSION)-$(LUA_HEALTH_HASH):
+	@mkdir -p $(BIN_DIR)
+	rm -f $(BIN_DIR)/.lua-health-*
+	touch $@
+
+# The policy.networking.k8s.io CRDs, copied from the module cache: AdminNetworkPolicy and
+# BaselineAdminNetworkPolicy from the network-policy-api version netpol-verdict evaluates, from
+# its experimental channel (egress `networks` peers, which the operator's Admin-tier policies
+# use and kube-network-policies evaluates); ClusterNetworkPolicy (standard channel) from
+# tests/tools/network-policy-api's pin (no kube-network-policies we build evaluates it).
+# Copied again when a pin or the channel changes.
 netpol-crds: $(NETPOL_CRDS)
 
 NPA_MODULE_DIR = go mod download -json sigs.k8s.io/network-policy-api | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$$/\1/p'
 
-$(BIN_DIR)/crds/policy.networking.k8s.io_adminnetworkpolicies.yaml $(BIN_DIR)/crds/policy.networking.k8s.io_baselineadminnetworkpolicies.yaml: $(BIN_DIR)/crds/.anp-$(NETPOL_NPA_VERSION)
-	dir=$$(cd $(TOOLS)/netpol && $(NPA_MODULE_DIR)) && install -m 644 "$$dir/config/crd/standard/$(@F)" $@.partial
+$(BIN_DIR)/crds/policy.networking.k8s.io_adminnetworkpolicies.yaml $(BIN_DIR)/crds/policy.networking.k8s.io_baselineadminnetworkpolicies.yaml: $(BIN_DIR)/crds/.anp-experimental-$(NETPOL_NPA_VERSION)
+	dir=$$(cd $(TOOLS)/netpol && $(NPA_MODULE_DIR)) && install -m 644 "$$dir/config/crd/experimental/$(@F)" $@.partial
 	mv $@.partial $@
 
 $(BIN_DIR)/crds/policy.networking.k8s.io_clusternetworkpolicies.yaml: $(BIN_DIR)/crds/.cnp-$(NPA_VERSION)
 	dir=$$(cd $(TOOLS)/network-policy-api && $(NPA_MODULE_DIR)) && install -m 644 "$$dir/config/crd/standard/$(@F)" $@.partial
 	mv $@.partial $@
 
-$(BIN_DIR)/crds/.anp-$(NETPOL_NPA_VERSION):
+$(BIN_DIR)/crds/.anp-experimental-$(NETPOL_NPA_VERSION):
 	@mkdir -p $(@D)
 	rm -f $(@D)/.anp-*
 	touch $@
@@ -143,7 +160,7 @@ crds:
 
 # deploy/iam/: the output of `aws-policies` for placeholder values. tests/iam_parliament.rs reads
 # this line and fails when the checked-in files differ from what the command prints.
-IAM_POLICY_ARGS := --account-id 111122223333 --partition aws --region us-east-1 --cluster-name prod-1 --bucket-prefix imaging --break-glass-role-arn arn:aws:iam::111122223333:role/imaging-break-glass --audit-log-bucket imaging-audit-logs
+IAM_POLICY_ARGS := --account-id 111122223333 --region us-east-1 --cluster-name prod-1 --bucket-prefix imaging --break-glass-role-arn arn:aws:iam::111122223333:role/imaging-break-glass --audit-log-bucket imaging-audit-logs
 IAM_POLICY_DOCUMENTS := operator-policy permissions-boundary guardrail-scp evidence-reader
 
 iam-policies:
@@ -164,30 +181,72 @@ demo: k8s-bin moto
 CRD_FILE := imagingtenants.imaging.tenancy.dev.yaml
 HELM := $(BIN_DIR)/helm
 # tests/offline/chart_render.rs reads this line and renders with the same arguments.
-DEPLOY_TEMPLATE_ARGS := template imaging-tenant-operator charts/imaging-tenant-operator --namespace imaging-tenant-operator --values deploy/values.yaml
-MUSL_TARGET := x86_64-unknown-linux-musl
+DEPLOY_TEMPLATE_ARGS := template --kube-version $(K8S_VERSION) imaging-tenant-operator charts/imaging-tenant-operator --namespace imaging-tenant-operator --values deploy/values.yaml
+MUSL_TARGET := $(shell uname -m)-unknown-linux-musl
 # tests/image_build.rs builds here: the release build of the dependencies survives fresh clones.
 export ITO_IMAGE_BUILD_DIR ?= $(CACHE_DIR)/image-build
 
-.PHONY: chart-crds deploy-manifests image-build-deps
+.PHONY: chart-crds chart-version deploy-manifests image-build-deps
 
-# The chart ships the CRD in its crds/ folder (never templated); it must equal crds/.
+# The chart ships the CRD in its crds/ folder (templated too with crds.enabled); it must equal crds/.
 chart-crds:
 	cp crds/$(CRD_FILE) charts/imaging-tenant-operator/crds/$(CRD_FILE)
 
+# The crate's version (Cargo.toml) is the only one to change for a release: the chart's version
+# and appVersion (hence the default image tag) and the Git refs of the GitOps examples follow it.
+# tests/offline/chart_render.rs fails when they differ.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n1)
+
+chart-version:
+	sed -i -e 's/^version: .*/version: $(VERSION)/' -e 's/^appVersion: .*/appVersion: "$(VERSION)"/' charts/imaging-tenant-operator/Chart.yaml
+	sed -i -E 's/^( *(tag|targetRevision): )v[0-9][^ ]*$$/\1v$(VERSION)/' deploy/gitops/*.yaml
+
 # deploy/manifests/: the chart rendered with deploy/values.yaml, and the CRD, for kubectl apply -k.
-deploy-manifests: chart-crds $(HELM)
+deploy-manifests: chart-crds chart-version $(HELM)
 	{ echo '# Generated by `make deploy-manifests` from charts/imaging-tenant-operator and deploy/values.yaml.'; \
 	  echo '# Do not edit: configure the operator in deploy/config.env.'; \
 	  $(HELM) $(DEPLOY_TEMPLATE_ARGS); } > deploy/manifests/operator.yaml.partial
 	mv deploy/manifests/operator.yaml.partial deploy/manifests/operator.yaml
 	cp crds/$(CRD_FILE) deploy/manifests/$(CRD_FILE)
 
-# What tests/image_build.rs (the build stage of deploy/Dockerfile) needs: the musl target, and
-# musl-gcc for the C code of ring and aws-lc.
+# What tests/image_build.rs (the build stage of deploy/Dockerfile for this machine's platform)
+# needs: the musl target, and musl-gcc for the C code of ring and aws-lc.
 image-build-deps:
 	rustup target list --installed | grep -qx '$(MUSL_TARGET)' || rustup target add $(MUSL_TARGET)
 	command -v musl-gcc >/dev/null || { apt-get update && apt-get install -y --no-install-recommends musl-tools; }
+
+# --- The container image --------------------------------------------------------------------
+
+.PHONY: image
+# Builds deploy/Dockerfile with the first usable of docker (with buildx and a daemon), podman,
+# buildah and nerdctl, or CONTAINER_TOOL. PLATFORMS=linux/amd64,linux/arm64 builds both (the
+# other platform emulated); PUSH=true pushes the image (a manifest list with podman and
+# buildah) to IMAGE.
+IMAGE ?= ghcr.io/imaging-tenancy/imaging-tenant-operator:$(VERSION)
+HOST_ARCH := $(subst aarch64,arm64,$(subst x86_64,amd64,$(shell uname -m)))
+PLATFORMS ?= linux/$(HOST_ARCH)
+CONTAINER_TOOL ?=
+
+image:
+	@tool='$(CONTAINER_TOOL)'; \
+	if [ -z "$$tool" ]; then \
+	  if docker buildx version >/dev/null 2>&1 && docker info >/dev/null 2>&1; then tool=docker; \
+	  elif podman info >/dev/null 2>&1; then tool=podman; \
+	  elif buildah version >/dev/null 2>&1; then tool=buildah; \
+	  elif nerdctl info >/dev/null 2>&1; then tool=nerdctl; fi; \
+	fi; \
+	case "$$tool" in \
+	  docker) set -x; docker buildx build --platform $(PLATFORMS) -f deploy/Dockerfile -t $(IMAGE) $(if $(PUSH),--push,--load) . ;; \
+	  podman|buildah) set -x; $$tool build --platform $(PLATFORMS) --manifest $(IMAGE) -f deploy/Dockerfile . \
+	    $(if $(PUSH),&& $$tool manifest push --all $(IMAGE) docker://$(IMAGE)) ;; \
+	  nerdctl) set -x; nerdctl build --platform $(PLATFORMS) -f deploy/Dockerfile -t $(IMAGE) . \
+	    $(if $(PUSH),&& nerdctl push --all-platforms $(IMAGE)) ;; \
+	  *) echo "make image: no usable docker (with buildx and a running daemon), podman, buildah or nerdctl here."; \
+	     echo "Install one (or set CONTAINER_TOOL), or build on a machine that has one, from the repository root:"; \
+	     echo "  docker buildx build --platform linux/amd64,linux/arm64 -f deploy/Dockerfile -t $(IMAGE) --push ."; \
+	     echo "  podman build --platform linux/amd64,linux/arm64 --manifest $(IMAGE) -f deploy/Dockerfile . && podman manifest push --all $(IMAGE) docker://$(IMAGE)"; \
+	     exit 1 ;; \
+	esac
 
 .PHONY: bench
 # Figures, not a test: time to Ready for TENANTS tenants, API calls per reconcile, memory.

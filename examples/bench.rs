@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use imaging_tenant_operator::api::{ImagingTenant, condition};
 use ito_test_support::{ControlPlane, Moto, free_port, http_request, scratch_dir, spawn_managed, wait_for};
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::{CustomResourceExt, ResourceExt};
 
 const SHARD: &str = "imaging.tenancy.dev/bench";
 
@@ -45,7 +45,7 @@ async fn main() {
     let cp = ControlPlane::shared().await;
     let moto = Moto::shared().await;
     let client = cp.client();
-    ito_test_support::apply_crd(&client, &ImagingTenant::crd(), "bench").await;
+    ito_test_support::apply_crd(&client, &imaging_tenant_operator::api::crd(), "bench").await;
 
     let (metrics_port, health_port) = (free_port(), free_port());
     let log = scratch_dir("bench").join("operator.log");

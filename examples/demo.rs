@@ -13,8 +13,8 @@ use imaging_tenant_operator::api::{ImagingTenant, condition};
 use ito_test_support::{ControlPlane, Moto, free_port, scratch_dir, spawn_managed, wait_for};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::{CustomResourceExt, ResourceExt};
 
 const OPERATOR: &str = "target/debug/imaging-tenant-operator";
 
@@ -29,7 +29,7 @@ async fn main() {
     let moto = Moto::shared().await;
     let client = cp.client();
 
-    ito_test_support::apply_crd(&client, &ImagingTenant::crd(), "imaging-tenant-operator-demo").await;
+    ito_test_support::apply_crd(&client, &imaging_tenant_operator::api::crd(), "imaging-tenant-operator-demo").await;
 
     let dir = scratch_dir("demo");
     let log = dir.join("operator.log");

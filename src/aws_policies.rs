@@ -24,9 +24,10 @@ pub struct AwsPoliciesArgs {
     /// AWS account of the tenants (12 digits).
     #[arg(long)]
     pub(crate) account_id: String,
-    /// AWS partition of the account.
+    /// AWS partition of the account; default: the region's (us-gov-* is aws-us-gov, cn-* is
+    /// aws-cn, any other aws).
     #[arg(long, value_parser = ["aws", "aws-us-gov", "aws-cn"])]
-    pub(crate) partition: String,
+    pub(crate) partition: Option<String>,
     /// AWS region of the tenant buckets and keys (the operator's --aws-region).
     #[arg(long)]
     pub(crate) region: String,
@@ -111,10 +112,11 @@ impl AwsPoliciesArgs {
             return Err(format!("--account-id must be 12 digits, not {:?}", self.account_id));
         }
         let region_partition = Settings::partition_of(&self.region);
-        if region_partition != self.partition {
+        let partition = self.partition.as_deref().unwrap_or(region_partition);
+        if region_partition != partition {
             return Err(format!(
-                "--region {} is in partition {region_partition}, not --partition {}",
-                self.region, self.partition
+                "--region {} is in partition {region_partition}, not --partition {partition}",
+                self.region
             ));
         }
         if self.region.is_empty()
@@ -127,19 +129,16 @@ impl AwsPoliciesArgs {
         }
         iam_path_and_name("--operator-role-name", &self.operator_role_name)?;
         iam_path_and_name("--permissions-boundary-name", &self.permissions_boundary_name)?;
-        let iam = format!("arn:{}:iam::{}", self.partition, self.account_id);
+        let iam = format!("arn:{partition}:iam::{}", self.account_id);
         if let Some(arn) = &self.break_glass_role_arn
-            && !arn.starts_with(&format!("arn:{}:iam::", self.partition))
+            && !arn.starts_with(&format!("arn:{partition}:iam::"))
         {
-            return Err(format!(
-                "--break-glass-role-arn {arn:?} is not an IAM role ARN of partition {}",
-                self.partition
-            ));
+            return Err(format!("--break-glass-role-arn {arn:?} is not an IAM role ARN of partition {partition}"));
         }
         Ok(Settings {
             cluster_name: self.cluster_name.clone(),
             region: self.region.clone(),
-            partition: self.partition.clone(),
+            partition: partition.to_string(),
             account_id: self.account_id.clone(),
             bucket_prefix: self.bucket_prefix.clone(),
             operator_role_arn: format!("{iam}:role/{}", self.operator_role_name),
@@ -237,5 +236,62 @@ pub fn main(args: &AwsPoliciesArgs) -> ExitCode {
             eprintln!("error: writing the policies: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: AwsPoliciesArgs,
+    }
+
+    fn settings(extra: &[&str]) -> Result<Settings, String> {
+        let base =
+            ["aws-policies", "--account-id", "111122223333", "--cluster-name", "prod-1", "--bucket-prefix", "imaging"];
+        let cli = Cli::try_parse_from(base.iter().chain(extra)).map_err(|e| e.to_string())?;
+        cli.args.to_settings()
+    }
+
+    #[test]
+    fn the_partition_defaults_to_the_regions() {
+        for (region, partition) in [
+            ("us-east-1", "aws"),
+            ("eu-central-1", "aws"),
+            ("us-gov-west-1", "aws-us-gov"),
+            ("cn-northwest-1", "aws-cn"),
+        ] {
+            let settings = settings(&["--region", region]).unwrap();
+            assert_eq!(settings.partition, partition, "{region}");
+            assert!(settings.operator_role_arn.starts_with(&format!("arn:{partition}:iam::111122223333:role/")));
+            let rendered = render(&settings, Format::Json, None);
+            assert!(rendered.contains(&format!("arn:{partition}:")), "{region}: {rendered}");
+            if partition != "aws" {
+                assert!(!rendered.contains("arn:aws:"), "{region}: an ARN outside {partition}: {rendered}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_partition_that_contradicts_the_region_is_refused() {
+        assert_eq!(
+            settings(&["--region", "us-gov-east-1", "--partition", "aws-us-gov"]).unwrap().partition,
+            "aws-us-gov"
+        );
+        let error = settings(&["--region", "us-east-1", "--partition", "aws-cn"]).unwrap_err();
+        assert_eq!(error, "--region us-east-1 is in partition aws, not --partition aws-cn");
+        let error = settings(&[
+            "--region",
+            "us-gov-west-1",
+            "--break-glass-role-arn",
+            "arn:aws:iam::111122223333:role/break-glass",
+        ])
+        .unwrap_err();
+        assert!(error.contains("is not an IAM role ARN of partition aws-us-gov"), "{error}");
     }
 }

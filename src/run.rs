@@ -19,6 +19,7 @@ use crate::api::metadata::OPERATOR;
 use crate::cloud::{AwsOptions, Cloud};
 use crate::config::SettingsArgs;
 use crate::controller::{self, RunOptions};
+use crate::desired::cluster_network::Flavor;
 use crate::metrics::Metrics;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -38,6 +39,15 @@ pub struct RunArgs {
     /// restore access.
     #[arg(long, env = "ITO_ALLOW_NO_BREAK_GLASS_ROLE")]
     pub(crate) allow_no_break_glass_role: bool,
+    /// Let tenants be Ready without the chart's admission policies (clusters older than 1.30, which
+    /// do not serve ValidatingAdmissionPolicies). Risky: a tenant admin can then undo the
+    /// isolation; the Guarded condition stays False and says so.
+    #[arg(long, env = "ITO_ALLOW_UNGUARDED")]
+    pub(crate) allow_unguarded: bool,
+    /// The kind of the per-tenant Admin-tier network policy: auto (ClusterNetworkPolicy where the
+    /// cluster serves it, else AdminNetworkPolicy where served, else none), or one of the two.
+    #[arg(long, env = "ITO_CLUSTER_NETWORK_POLICY_KIND", default_value = "auto", value_parser = ["auto", "ClusterNetworkPolicy", "AdminNetworkPolicy"])]
+    pub(crate) cluster_network_policy_kind: String,
     /// Endpoint for S3, KMS, IAM and STS (an emulator or a VPC endpoint).
     #[arg(long, env = "ITO_AWS_ENDPOINT_URL")]
     pub(crate) aws_endpoint_url: Option<String>,
@@ -236,6 +246,12 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         resync_interval: args.resync_interval,
         tenant_selector: args.tenant_selector.clone(),
+        allow_unguarded: args.allow_unguarded,
+        network_policy_kinds: match args.cluster_network_policy_kind.as_str() {
+            "ClusterNetworkPolicy" => vec![Flavor::ClusterNetworkPolicy],
+            "AdminNetworkPolicy" => vec![Flavor::AdminNetworkPolicy],
+            _ => Flavor::ALL.to_vec(),
+        },
     };
 
     if !args.leader_election {

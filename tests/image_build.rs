@@ -1,8 +1,9 @@
 //! deploy/Dockerfile cannot rot silently although CI has no Docker engine: this test runs the
-//! build stage's `RUN cargo build ...` word for word, on a copy of exactly the files the stage
-//! copies, and checks that the result is the static executable the final stage copies; and it
-//! checks that the final stage is a distroless (or scratch) image with a non-root user and
-//! nothing to run at build time.
+//! `RUN cargo build ...` of the build stage of this machine's platform word for word, on a copy
+//! of exactly the files the stage copies, and checks that the result is the static executable
+//! the final stage copies; it checks that there is a build stage for linux/amd64 and one for
+//! linux/arm64, each building its own musl target; and that the final stage is a distroless (or
+//! scratch) image with a non-root user and nothing to run at build time.
 //!
 //! It is a release build of the whole tree: slow. Needs `make image-build-deps` (the musl
 //! target and musl-gcc).
@@ -171,12 +172,73 @@ fn final_stage_is_distroless_non_root_and_runs_nothing() {
     assert!(last.all("COPY").all(|c| c.starts_with("--from=")), "the final stage only copies from the build stage");
 }
 
+/// The musl target of each platform the image is built for, by `TARGETARCH`.
+const PLATFORMS: [(&str, &str); 2] = [("amd64", "x86_64-unknown-linux-musl"), ("arm64", "aarch64-unknown-linux-musl")];
+
+/// `stage` and the stages it is built on (`FROM <stage>`), the stage itself first.
+fn lineage<'a>(stages: &'a [Stage], stage: &'a Stage) -> Vec<&'a Stage> {
+    let mut chain = vec![stage];
+    while let Some(parent) = stages.iter().find(|s| s.name.as_deref() == Some(chain.last().unwrap().image.as_str())) {
+        chain.push(parent);
+    }
+    chain
+}
+
+/// The instructions `keyword` of a stage and of those it is built on, in build order.
+fn inherited<'a>(chain: &[&'a Stage], keyword: &str) -> Vec<&'a str> {
+    chain.iter().rev().flat_map(|s| s.all(keyword).collect::<Vec<_>>()).collect()
+}
+
+/// The `cargo build` command of `stage`, split into words, and its `--target`.
+fn cargo_build(stage: &Stage) -> (&str, Vec<&str>, &str) {
+    let command = stage
+        .all("RUN")
+        .find(|r| r.starts_with("cargo build"))
+        .unwrap_or_else(|| panic!("a `RUN cargo build ...` line in stage {:?}", stage.name));
+    let argv: Vec<&str> = command.split_whitespace().collect();
+    let target = argv.iter().position(|a| *a == "--target").map(|i| argv[i + 1]).expect("cargo build --target");
+    (command, argv, target)
+}
+
+#[test]
+fn every_platform_has_a_build_stage_for_its_musl_target() {
+    let stages = stages(&std::fs::read_to_string(repo().join(DOCKERFILE)).unwrap());
+    for (arch, expected) in PLATFORMS {
+        let name = format!("build-{arch}");
+        let stage = stages.iter().find(|s| s.name.as_deref() == Some(name.as_str())).unwrap_or_else(|| {
+            panic!("a build stage for linux/{arch} (FROM ... AS {name})");
+        });
+        let (_, argv, target) = cargo_build(stage);
+        assert_eq!(target, expected, "{name} builds for its own platform");
+        for flag in ["--release", "--locked"] {
+            assert!(argv.contains(&flag), "{name}: cargo build {flag}");
+        }
+        let chain = lineage(&stages, stage);
+        assert!(
+            inherited(&chain, "RUN").iter().any(|r| r.contains(&format!("rustup target add {target}"))),
+            "{name} installs the target it builds for"
+        );
+    }
+    let alias = stages.iter().find(|s| s.name.as_deref() == Some("build")).expect("a stage named build");
+    assert_eq!(alias.image, "build-${TARGETARCH}", "the build stage is the one of the platform being built");
+    assert!(alias.instructions.is_empty(), "the build stage only selects: {:?}", alias.instructions);
+}
+
 #[test]
 fn build_stage_builds_a_static_binary() {
     let dockerfile = std::fs::read_to_string(repo().join(DOCKERFILE)).unwrap();
     let stages = stages(&dockerfile);
-    let build = &stages[0];
-    let build_name = build.name.as_deref().expect("the build stage is named (FROM ... AS build)");
+    let build_name = "build";
+    // The build stage of this machine's platform.
+    let (arch, host_target) = PLATFORMS
+        .iter()
+        .find(|(_, target)| target.starts_with(&format!("{}-", std::env::consts::ARCH)))
+        .unwrap_or_else(|| panic!("the image is built for amd64 and arm64, not {}", std::env::consts::ARCH));
+    let stage_name = format!("build-{arch}");
+    let stage =
+        stages.iter().find(|s| s.name.as_deref() == Some(stage_name.as_str())).expect("the platform's build stage");
+    let chain = lineage(&stages, stage);
+    let build = *chain.last().unwrap();
 
     // The Rust image is new enough for the crate.
     let manifest = std::fs::read_to_string(repo().join("Cargo.toml")).unwrap();
@@ -189,24 +251,12 @@ fn build_stage_builds_a_static_binary() {
     let image_version = build.image.strip_prefix("rust:").expect("the build stage is FROM rust:<version>");
     assert!(version(image_version) >= version(&required), "{} is older than rust-version {required}", build.image);
 
-    let command = build
-        .all("RUN")
-        .find(|r| r.starts_with("cargo build"))
-        .expect("a `RUN cargo build ...` line in the build stage");
-    let argv: Vec<&str> = command.split_whitespace().collect();
-    let target = argv.iter().position(|a| *a == "--target").map(|i| argv[i + 1]).expect("cargo build --target");
-    assert!(target.ends_with("-musl"), "a static musl target, not {target}");
-    for flag in ["--release", "--locked"] {
-        assert!(argv.contains(&flag), "cargo build {flag}");
-    }
-    assert!(
-        build.all("RUN").any(|r| r.contains(&format!("rustup target add {target}"))),
-        "the build stage installs the target it builds for"
-    );
+    let (command, argv, target) = cargo_build(stage);
+    assert_eq!(target, *host_target, "{stage_name} builds for its own platform");
 
     // A build context holding exactly what the build stage copies. Cargo's output goes beside
     // it and stays between runs, so the dependencies are not rebuilt every time.
-    let workdir = build.last("WORKDIR").expect("the build stage sets WORKDIR");
+    let workdir = *inherited(&chain, "WORKDIR").last().expect("the build stage sets WORKDIR");
     // `make test` points this into its cache directory, which outlives checkouts (CI clones the
     // repository afresh): the release build of the dependencies is then done once per machine.
     let target_dir =
@@ -214,7 +264,7 @@ fn build_stage_builds_a_static_binary() {
     let context = target_dir.join("context");
     std::fs::create_dir_all(&context).unwrap();
     let mut copied = Vec::new();
-    for instruction in build.all("COPY") {
+    for instruction in inherited(&chain, "COPY") {
         let words: Vec<&str> = instruction.split_whitespace().filter(|w| !w.starts_with("--")).collect();
         let (destination, sources) = words.split_last().expect("COPY <sources> <destination>");
         let into_dir = sources.len() > 1 || destination.ends_with('/') || *destination == ".";
@@ -252,6 +302,20 @@ fn build_stage_builds_a_static_binary() {
     let in_target = built
         .strip_prefix(&format!("{}/target/", workdir.trim_end_matches('/')))
         .expect("the final stage copies from the build stage's <WORKDIR>/target");
+    // `*-unknown-linux-musl`: the one target directory of the platform's build.
+    let in_target: String = in_target
+        .split('/')
+        .map(|part| {
+            if part.contains('*') {
+                let (head, tail) = part.split_once('*').unwrap();
+                assert!(host_target.starts_with(head) && host_target.ends_with(tail), "{built} matches {host_target}");
+                host_target.to_string()
+            } else {
+                part.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/");
     let binary = target_dir.join(in_target);
     let bytes =
         std::fs::read(&binary).unwrap_or_else(|e| panic!("{} (copied by the final stage): {e}", binary.display()));

@@ -12,16 +12,19 @@ pub const IDENTITY_READY: &str = "IdentityReady";
 pub const KEY_READY: &str = "KeyReady";
 pub const BUCKET_READY: &str = "BucketReady";
 pub const BUCKET_SECURED: &str = "BucketSecured";
+/// The layers that keep people inside a tenant from undoing its isolation are in force.
+pub const GUARDED: &str = "Guarded";
 pub const READY: &str = "Ready";
 /// Set only while a Delete-policy tenant cannot be removed yet (for example a non-empty bucket).
 pub const DELETION_BLOCKED: &str = "DeletionBlocked";
 
 /// Every condition that must be True for Ready, in the order they are reported.
-pub const PARTS: [&str; 8] = [
+pub const PARTS: [&str; 9] = [
     NAMESPACES_READY,
     NETWORK_ISOLATED,
     ACCESS_BOUND,
     QUOTA_APPLIED,
+    GUARDED,
     IDENTITY_READY,
     KEY_READY,
     BUCKET_READY,
@@ -71,9 +74,10 @@ pub fn merge(previous: &[Condition], verdicts: &[Verdict], generation: Option<i6
         .collect()
 }
 
-/// Ready summarises the parts: True when all are, otherwise False naming the first that is not.
-pub fn ready(parts: &[Verdict]) -> Verdict {
-    match parts.iter().find(|v| !v.ok) {
+/// Ready summarises the parts: True when all are (but those in `optional`), otherwise False
+/// naming the first that is not.
+pub fn ready(parts: &[Verdict], optional: &[&str]) -> Verdict {
+    match parts.iter().find(|v| !v.ok && !optional.contains(&v.type_)) {
         None => Verdict::ok(
             READY,
             "Provisioned",
@@ -142,9 +146,19 @@ mod tests {
             Verdict::ok(NAMESPACES_READY, "Created", "ok"),
             Verdict::failed(BUCKET_READY, "AccessDenied", "s3:CreateBucket denied"),
         ];
-        let r = ready(&parts);
+        let r = ready(&parts, &[]);
         assert!(!r.ok);
         assert_eq!(r.reason, "AccessDenied");
         assert!(r.message.starts_with("BucketReady:"));
+    }
+
+    #[test]
+    fn an_optional_part_does_not_hold_ready() {
+        let parts = vec![
+            Verdict::ok(NAMESPACES_READY, "Created", "ok"),
+            Verdict::failed(GUARDED, "AdmissionPoliciesUnsupported", "no"),
+        ];
+        assert!(ready(&parts, &[GUARDED]).ok);
+        assert!(!ready(&parts, &[]).ok);
     }
 }

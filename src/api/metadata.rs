@@ -47,3 +47,18 @@ pub const TAG_TENANT_UID: &str = TENANT_UID_LABEL;
 pub const TAG_CLUSTER: &str = "imaging.tenancy.dev/cluster";
 pub const TAG_MANAGED_BY: &str = MANAGED_BY_LABEL;
 pub const TAG_RETAINED: &str = RETAINED_LABEL;
+
+/// On each of the chart's ValidatingAdmissionPolicies: which guard it is. The operator reads
+/// these to tell whether the admission layer is installed and bound (condition `Guarded`).
+pub const GUARD_LABEL: &str = "imaging.tenancy.dev/guard";
+
+/// The chart's admission guards, by the value of [`GUARD_LABEL`]; all must be installed and
+/// bound with `Deny` for the admission layer to count.
+pub const ADMISSION_GUARDS: [&str; 6] = [
+    "operator-owned",
+    "tenant-namespaces",
+    "tenant-network-policies",
+    "tenant-role-bindings",
+    "tenant-irsa",
+    "operator-confined",
+];

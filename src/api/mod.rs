@@ -28,11 +28,8 @@ pub const KIND: &str = "ImagingTenant";
 /// prefix and a hash (see `desired::names`).
 pub const MAX_TENANT_NAME: usize = 40;
 
-/// A healthcare group's isolated infrastructure for medical images.
-///
-/// One ImagingTenant becomes dedicated namespaces with default-deny NetworkPolicies, RBAC
-/// bindings, a ResourceQuota and LimitRange, a workload ServiceAccount, and in AWS an IAM role, a
-/// customer-managed KMS key and an S3 bucket that only this tenant can reach.
+/// Desired state of a tenant: its namespaces, who may use them, the traffic they may have, their
+/// quota, and the settings of its S3 bucket and KMS key.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "imaging.tenancy.dev",
@@ -43,12 +40,14 @@ pub const MAX_TENANT_NAME: usize = 40;
     shortname = "itn",
     category = "imaging",
     status = "ImagingTenantStatus",
+    doc = "An ImagingTenant is one healthcare group's isolated infrastructure for medical images. The operator turns it into dedicated namespaces with default-deny NetworkPolicies, RBAC bindings, a ResourceQuota and LimitRange and a workload ServiceAccount, and in AWS an IAM role, a customer-managed KMS key and an S3 bucket that only this tenant can reach. status.conditions say how far it got: Ready when all is in place, Reconciling while work is pending, Stalled when a person must act.",
     cel,
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
     printcolumn(name = "Namespaces", type_ = "string", json_path = ".status.namespaces"),
     printcolumn(name = "Bucket", type_ = "string", json_path = ".status.bucket.name"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Message", type_ = "string", priority = 1, json_path = ".status.conditions[?(@.type==\"Ready\")].message"),
     validation = Rule::new("self.metadata.name.size() <= 40").message("metadata.name must be at most 40 characters so that namespace, bucket, key alias and role names derived from it fit"),
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS-1123 label: lowercase letters, digits and '-', starting with a letter and ending with a letter or digit"),
     validation = Rule::new("self.metadata.name != 'default' && !self.metadata.name.startsWith('kube-') && !self.metadata.name.startsWith('openshift-')").message("metadata.name must not be 'default' or start with 'kube-' or 'openshift-': those namespaces belong to the platform"),
@@ -450,14 +449,19 @@ pub struct ImagingTenantStatus {
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// NamespacesReady, NetworkIsolated, AccessBound, QuotaApplied, IdentityReady, KeyReady,
-    /// BucketReady, BucketSecured and Ready, each with a reason and a message.
+    /// NamespacesReady, NetworkIsolated, AccessBound, QuotaApplied, Guarded, IdentityReady,
+    /// KeyReady, BucketReady, BucketSecured and Ready, each with a reason and a message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "condition::conditions_schema")]
     pub conditions: Vec<Condition>,
     /// Namespaces the tenant owns.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
+    /// The isolation layers in force for the tenant's namespaces: NetworkPolicy, and where the
+    /// cluster has them ValidatingAdmissionPolicy and ClusterNetworkPolicy (or
+    /// AdminNetworkPolicy).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub isolation_layers: Vec<String>,
     /// The tenant's S3 bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket: Option<BucketStatus>,
@@ -524,8 +528,25 @@ impl ImagingTenant {
     }
 }
 
+/// Annotations of every copy of the CRD. Deleting the CRD deletes every ImagingTenant at once,
+/// without their cleanup, so GitOps tools must never delete or prune it: Argo CD and Flux read
+/// these from the object itself, however it reached them.
+pub const CRD_ANNOTATIONS: [(&str, &str); 2] = [
+    ("argocd.argoproj.io/sync-options", "Delete=false,Prune=false"),
+    ("kustomize.toolkit.fluxcd.io/prune", "disabled"),
+];
+
+/// The ImagingTenant CRD, with [`CRD_ANNOTATIONS`].
+pub fn crd() -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    let mut crd = ImagingTenant::crd();
+    let annotations = crd.metadata.annotations.get_or_insert_with(BTreeMap::new);
+    for (key, value) in CRD_ANNOTATIONS {
+        annotations.insert(key.to_string(), value.to_string());
+    }
+    crd
+}
+
 /// The CRD as YAML, as `imaging-tenant-operator crd` prints it and `crds/` holds it.
 pub fn crd_yaml() -> String {
-    let crd = ImagingTenant::crd();
-    serde_yaml::to_string(&crd).expect("the CRD serializes to YAML")
+    serde_yaml::to_string(&crd()).expect("the CRD serializes to YAML")
 }

@@ -12,6 +12,7 @@ use kube::{Client, ResourceExt};
 use super::RunOptions;
 use super::children::Stores;
 use super::events::Events;
+use super::guard::Guard;
 use crate::api::ImagingTenant;
 use crate::api::condition::Verdict;
 use crate::api::metadata::RECONCILE_REQUESTED_AT;
@@ -28,6 +29,8 @@ pub(crate) struct Context {
     pub(crate) stores: Stores,
     /// The tenants this operator reconciles (its shard), from the controller's own cache.
     pub(crate) tenants: Store<DeserializeGuard<ImagingTenant>>,
+    /// The isolation layers the cluster enforces beside NetworkPolicies.
+    pub(crate) guard: Guard,
     pub(crate) metrics: std::sync::Arc<Metrics>,
     pub(crate) resync_interval: Duration,
     pub(crate) backoff: Backoff,
@@ -47,6 +50,7 @@ impl Context {
     ) -> Self {
         Context {
             tenants,
+            guard: Guard::default(),
             events: Events::new(client.clone(), opts.reporter.clone()),
             client,
             settings,
@@ -58,6 +62,11 @@ impl Context {
             aws_checks: AwsChecks::default(),
             reports: Default::default(),
         }
+    }
+
+    /// With the guard layers the controller keeps reading.
+    pub(crate) fn with_guard(self, guard: Guard) -> Self {
+        Context { guard, ..self }
     }
 
     /// Forgets a retired tenant.

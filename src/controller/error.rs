@@ -24,6 +24,11 @@ pub(crate) enum Error {
 
     #[error("deletion of ImagingTenant {tenant} is blocked: {message}")]
     DeletionBlocked { tenant: String, message: String },
+
+    #[error(
+        "{what} exists and is not this tenant's (its label imaging.tenancy.dev/tenant-uid differs); it was left untouched. Have its owner remove it"
+    )]
+    ClusterPolicyConflict { what: String },
 }
 
 impl Error {
@@ -37,6 +42,7 @@ impl Error {
             Error::Finalizer { .. } => "finalizer",
             Error::Cloud(e) => e.category(),
             Error::DeletionBlocked { .. } => "deletion_blocked",
+            Error::ClusterPolicyConflict { .. } => "conflict",
         }
     }
 
@@ -49,6 +55,7 @@ impl Error {
             | Error::Status { source, .. } => kube_retryable(source),
             Error::Cloud(e) => e.is_retryable(),
             Error::Finalizer { .. } | Error::DeletionBlocked { .. } => true,
+            Error::ClusterPolicyConflict { .. } => false,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! - [`reconcile`]: the pipeline, step by step, and the choice of the next action;
 //! - `namespaces`: claiming the tenant's namespaces and retiring them by `deletionPolicy`;
 //! - `children`: the kinds kept inside tenant namespaces, their watches, caches and applying;
+//! - `guard`: the admission and Admin-tier network layers the cluster enforces;
 //! - `status`: conditions from the steps' verdicts, written only when they change;
 //! - `context`, `events`, `error`: what the steps share, report and fail with.
 
@@ -11,6 +12,7 @@ mod children;
 mod context;
 mod error;
 mod events;
+mod guard;
 mod namespaces;
 mod reconcile;
 mod reports;
@@ -43,6 +45,10 @@ pub(crate) struct RunOptions {
     pub(crate) concurrency: u16,
     pub(crate) resync_interval: Duration,
     pub(crate) tenant_selector: Option<String>,
+    /// Ready does not wait for the admission guard.
+    pub(crate) allow_unguarded: bool,
+    /// The kinds the Admin-tier network layer may use, preferred first.
+    pub(crate) network_policy_kinds: Vec<crate::desired::cluster_network::Flavor>,
 }
 
 /// Runs the controller until `shutdown` resolves; in-flight reconciles finish first. `ready`
@@ -57,6 +63,8 @@ pub(crate) async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (stores, triggers) = Stores::watch(&client, &format!("{MANAGED_BY_LABEL}={MANAGED_BY}"), &metrics);
+    let (guard, guard_changed) =
+        guard::start(client.clone(), opts.allow_unguarded, opts.network_policy_kinds.clone()).await;
 
     let tenants: Api<DeserializeGuard<ImagingTenant>> = Api::all(client.clone());
     let mut tenant_watch = watcher::Config::default().any_semantic();
@@ -66,6 +74,7 @@ pub(crate) async fn run(
     let controller = Controller::new(tenants, tenant_watch)
         .with_config(ControllerConfig::default().concurrency(opts.concurrency).debounce(Duration::from_millis(500)))
         .reconcile_on(triggers)
+        .reconcile_all_on(guard_changed)
         .graceful_shutdown_on(shutdown);
 
     let main_store = controller.store();
@@ -78,7 +87,8 @@ pub(crate) async fn run(
         }
     });
 
-    let ctx = Arc::new(Context::new(client, settings, cloud, stores, tenant_cache, metrics.clone(), &opts));
+    let ctx =
+        Arc::new(Context::new(client, settings, cloud, stores, tenant_cache, metrics.clone(), &opts).with_guard(guard));
     controller
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|res| {

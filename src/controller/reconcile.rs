@@ -18,12 +18,14 @@ use tracing::{Instrument, info, info_span, warn};
 use super::children::{self, Changes, Part};
 use super::context::Context;
 use super::error::Error;
+use super::guard;
 use super::namespaces::{self, Claims, Retired, Volumes};
 use super::status;
 use crate::api::condition::{self as cond, Verdict};
 use crate::api::metadata::FINALIZER;
-use crate::api::{ImagingTenant, ImagingTenantStatus};
+use crate::api::{DeletionPolicy, ImagingTenant, ImagingTenantStatus};
 use crate::cloud::{CloudIds, CloudReport, Retirement};
+use crate::desired::cluster_network;
 use crate::desired::kubernetes as desired;
 
 /// A foreign namespace, or the volumes of a namespace waiting for deletion, are not watched:
@@ -113,6 +115,9 @@ async fn apply(tenant: &ImagingTenant, ctx: &Context) -> Result<Action, Error> {
     report_conflicts(tenant, ctx, &claims).await;
     let holding_volumes = retire_removed_namespaces(tenant, ctx, &wanted, &mut changes).await?;
     let applied = children::apply(&ctx.client, &ctx.stores, uid, &claims.owned, &objects, &mut changes).await;
+    let layers = ctx.guard.layers();
+    let owned: Vec<String> = claims.owned.iter().cloned().collect();
+    let cluster_policy = guard::apply(&ctx.client, &layers, tenant, &owned, &mut changes).await;
     ctx.events.changes(tenant, &changes, is_restoring(tenant)).await;
     let aws = verify_aws(tenant, ctx, &claims, wanted.len()).await;
 
@@ -121,12 +126,19 @@ async fn apply(tenant: &ImagingTenant, ctx: &Context) -> Result<Action, Error> {
     verdicts.extend(CHILD_PARTS.iter().map(|(part, type_, reason, message)| {
         status::part_verdict(type_, applied.error(*part), waiting, reason, message)
     }));
+    let policy_name = cluster_network::name(tenant);
+    verdicts.push(guard::verdict(&layers, cluster_policy.as_ref().copied(), ctx.guard.allow_unguarded, &policy_name));
     verdicts.extend(aws.verdicts);
     verdicts.extend(volumes_verdict(&holding_volumes));
-    write_status(tenant, ctx, verdicts, &claims.owned, aws.ids).await?;
+    let guarding = status::Guarding {
+        layers: guard::active_layers(&layers, cluster_policy.as_ref().ok().copied().flatten()),
+        optional: ctx.guard.allow_unguarded,
+    };
+    write_status(tenant, ctx, verdicts, &claims.owned, aws.ids, guarding).await?;
 
     let pass = Pass {
         retryable_failure: applied.errors().chain(claims.error.as_ref()).any(Error::is_retryable)
+            || cluster_policy.as_ref().is_err_and(Error::is_retryable)
             || aws.retryable_failure,
         terminating: !claims.terminating.is_empty(),
         unwatched_wait: !claims.conflicts.is_empty() || !claims.reserved.is_empty() || !holding_volumes.is_empty(),
@@ -250,9 +262,10 @@ async fn write_status(
     verdicts: Vec<Verdict>,
     owned: &BTreeSet<String>,
     ids: CloudIds,
+    guarding: status::Guarding,
 ) -> Result<(), Error> {
     let previous = tenant.status.clone().unwrap_or_default();
-    let next = status::build(tenant, &previous, verdicts, owned, ids);
+    let next = status::build(tenant, &previous, verdicts, owned, ids, guarding);
     ctx.metrics.tenant_ready(tenant_uid(tenant), cond::is_true(&next.conditions, cond::READY));
     status::write_if_changed(&ctx.client, tenant, &previous, &next).await?;
     Ok(())
@@ -300,6 +313,7 @@ async fn cleanup(tenant: &ImagingTenant, ctx: &Context) -> Result<Action, Error>
         namespaces::retire(&ctx.client, uid, &ns.name_any(), policy, Volumes::DeleteWithNamespace, &mut changes)
             .await?;
     }
+    guard::retire(&ctx.client, tenant, tenant.spec.deletion_policy == DeletionPolicy::Delete).await?;
     ctx.events.changes(tenant, &changes, false).await;
 
     let previous = tenant.status.clone().unwrap_or_default();

@@ -99,18 +99,29 @@ pub(crate) fn build(
     mut verdicts: Vec<Verdict>,
     owned: &BTreeSet<String>,
     ids: CloudIds,
+    guard: Guarding,
 ) -> ImagingTenantStatus {
     verdicts.sort_by_key(|v| cond::PARTS.iter().position(|p| *p == v.type_).unwrap_or(usize::MAX));
-    let ready = cond::ready(&verdicts);
+    let optional: &[&str] = if guard.optional { &[cond::GUARDED] } else { &[] };
+    let ready = cond::ready(&verdicts, optional);
     verdicts.push(ready);
     ImagingTenantStatus {
         observed_generation: tenant.metadata.generation,
         conditions: cond::merge(&previous.conditions, &verdicts, tenant.metadata.generation, &now()),
         namespaces: owned.iter().cloned().collect(),
+        isolation_layers: guard.layers,
         bucket: ids.bucket,
         key: ids.key,
         role: ids.role,
     }
+}
+
+/// What the status says of the guard beside its condition.
+pub(crate) struct Guarding {
+    /// The layers in force.
+    pub(crate) layers: Vec<String>,
+    /// Ready does not wait for Guarded (`--allow-unguarded`).
+    pub(crate) optional: bool,
 }
 
 /// Adds (or refreshes) the DeletionBlocked condition.

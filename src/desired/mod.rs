@@ -3,5 +3,6 @@
 
 pub mod account;
 pub mod aws;
+pub mod cluster_network;
 pub mod kubernetes;
 pub(crate) mod names;

@@ -15,7 +15,10 @@ use serde_json::{Value, json};
 use super::live::{
     BucketEvidence, GuardEvidence, KeyEvidence, NamespaceEvidence, ObjectLock, Read, RoleEvidence, TenantEvidence,
 };
-use crate::api::metadata::{IRSA_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, NAMESPACE_NAME_LABEL, TENANT_UID_LABEL};
+use crate::api::metadata::{
+    ADMISSION_GUARDS, GUARD_LABEL, IRSA_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, NAMESPACE_NAME_LABEL,
+    TENANT_UID_LABEL,
+};
 use crate::cloud::policy;
 use crate::config::Settings;
 use crate::desired::aws::{BlockPublicAccess, TenantAws, render_with};
@@ -24,18 +27,6 @@ use crate::desired::kubernetes::{
     TenantObjects,
 };
 
-/// Label of the chart's ValidatingAdmissionPolicies that guard tenants.
-pub const GUARD_LABEL: &str = "imaging.tenancy.dev/guard";
-/// The guards every tenant namespace needs: the chart's policies, by the end of their name (the
-/// release name comes first) or by the value of [`GUARD_LABEL`].
-pub const GUARDS: [&str; 6] = [
-    "operator-owned",
-    "tenant-namespaces",
-    "tenant-network-policies",
-    "tenant-role-bindings",
-    "tenant-irsa",
-    "operator-confined",
-];
 /// Noncurrent versions are kept at least this long (the CRD enforces it for the spec too).
 pub const MIN_NONCURRENT_DAYS: i32 = 30;
 
@@ -922,7 +913,11 @@ pub(crate) fn selects(selector: &Value, labels: &BTreeMap<String, String>) -> bo
 fn guard_name(guard: &GuardEvidence) -> String {
     let label = labels_of(&guard.policy).get(GUARD_LABEL).cloned().unwrap_or_default();
     let name = name_of(&guard.policy);
-    GUARDS.iter().find(|g| label == **g || name.ends_with(&format!("-{g}"))).map(|g| g.to_string()).unwrap_or(label)
+    ADMISSION_GUARDS
+        .iter()
+        .find(|g| label == **g || name.ends_with(&format!("-{g}")))
+        .map(|g| g.to_string())
+        .unwrap_or(label)
 }
 
 /// Whether a guard policy is enforced for a namespace with these labels.
@@ -947,7 +942,7 @@ fn k8s_guards(cx: &Context) -> Outcome {
         labels.entry(NAMESPACE_NAME_LABEL.to_string()).or_insert_with(|| name_of(ns).to_string());
         let mut evidence = serde_json::Map::new();
         let mut missing = Vec::new();
-        for g in GUARDS {
+        for g in ADMISSION_GUARDS {
             let enforcing: Vec<&str> = guards
                 .iter()
                 .filter(|guard| guard_name(guard) == g && enforced(guard, &labels))

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::api::ImagingTenant;
+use crate::api::metadata::{ADMISSION_GUARDS, GUARD_LABEL};
 use crate::desired::aws::{ObjectLockRetention, render_with};
 use crate::evidence::live::{AwsEvidence, KubernetesEvidence};
 
@@ -92,7 +93,7 @@ fn good() -> TenantEvidence {
         kubernetes: KubernetesEvidence {
             labelled_namespaces: Ok(tenant.namespace_names()),
             namespaces,
-            guards: Ok(GUARDS.iter().map(|g| guard(g)).collect()),
+            guards: Ok(ADMISSION_GUARDS.iter().map(|g| guard(g)).collect()),
         },
         aws: AwsEvidence {
             bucket: Ok(Some(BucketEvidence {

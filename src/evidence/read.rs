@@ -12,10 +12,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::controls::GUARD_LABEL;
 use super::live::{GuardEvidence, KubernetesEvidence, NamespaceEvidence, Read};
 use crate::api::ImagingTenant;
-use crate::api::metadata::TENANT_UID_LABEL;
+use crate::api::metadata::{GUARD_LABEL, TENANT_UID_LABEL};
 
 /// Who the Kubernetes credentials in use are, as the apiserver authenticated them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -1,6 +1,7 @@
 //! The chart and the plain manifests against a real API server: server-side dry-run of what
-//! they render, `helm install`, and the installed ServiceAccount's permissions, checked by
-//! impersonating it: it can do what the operator does and nothing else.
+//! they render, `helm install`, the upgrade commands of README.md, and the installed
+//! ServiceAccount's permissions, checked by impersonating it: it can do what the operator does
+//! and nothing else. So are the ClusterRoles the chart gives people.
 
 use ito_test_support::chart::*;
 use ito_test_support::{ControlPlane, api_error_code, create_namespace, unique_name};
@@ -129,15 +130,21 @@ impl Release {
 }
 
 fn helm_install(cp: &ControlPlane) -> Release {
+    helm_install_with(cp, "rbac.userRoles=false")
+}
+
+/// `helm install` of a new release with the minimal values and `set`.
+fn helm_install_with(cp: &ControlPlane, set: &str) -> Release {
     let name = unique_name("ito");
     let namespace = unique_name("chart-install");
     let mut cmd = helm();
     // Without the admission policies: they are cluster-wide, and would refuse the other tests of
     // this binary, which change operator-owned objects as the admin to simulate drift (and this
     // module's own RBAC checks, done outside tenant namespaces). tests/cluster/guardrails.rs
-    // installs them narrowed to its own namespaces.
+    // installs them narrowed to its own namespaces. The user ClusterRoles have cluster-wide
+    // names: only the test of them creates them (rbac.userRoles), as one shard would.
     cmd.args(["install", &name, CHART, "--namespace", &namespace, "--create-namespace", "--values", MINIMAL_VALUES])
-        .args(["--set", "admission.enabled=false"]);
+        .args(["--set", "admission.enabled=false", "--set", set]);
     let out = run(with_kubeconfig(cmd, cp), None);
     assert!(out.contains("STATUS: deployed"), "{out}");
     assert!(out.contains("Helm does not upgrade the CRD"), "NOTES.txt is shown: {out}");
@@ -559,9 +566,9 @@ async fn operator_service_account_has_exactly_the_needed_verbs() {
         ("admissionregistration.k8s.io", "validatingwebhookconfigurations", false, &[]),
         ("certificates.k8s.io", "certificatesigningrequests", false, &[]),
         ("coordination.k8s.io", "leases", true, &[]),
-        // Evidence: the guards are read, the tenants' policy reports written.
-        ("admissionregistration.k8s.io", "validatingadmissionpolicies", false, &["list"]),
-        ("admissionregistration.k8s.io", "validatingadmissionpolicybindings", false, &["list"]),
+        // Guarded and evidence read the admission guards; the tenants' policy reports are written.
+        ("admissionregistration.k8s.io", "validatingadmissionpolicies", false, &["get", "list", "watch"]),
+        ("admissionregistration.k8s.io", "validatingadmissionpolicybindings", false, &["get", "list", "watch"]),
         ("openreports.io", "clusterreports", false, &["get", "create", "patch"]),
         ("wgpolicyk8s.io", "clusterpolicyreports", false, &["get", "create", "patch"]),
     ];
@@ -605,4 +612,265 @@ async fn operator_service_account_has_exactly_the_needed_verbs() {
     }
     assert!(wrong.is_empty(), "the operator's ServiceAccount has the wrong permissions:\n{}", wrong.join("\n"));
     helm_uninstall(cp, &release);
+}
+
+/// The tests that change the shared CRD's metadata or spec take turns.
+static CRD_WRITERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The commands of README.md's "## Upgrade" block, with this test's release name and namespace.
+fn documented_upgrade_commands(release: &Release) -> Vec<Vec<String>> {
+    let readme = read("README.md");
+    let section = readme.split_once("\n## Upgrade\n").expect("an `## Upgrade` section in README.md").1;
+    let block = section.split_once("```sh\n").expect("a sh block in ## Upgrade").1.split_once("```").unwrap().0;
+    let commands: Vec<Vec<String>> = block
+        .replace("\\\n", " ")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let mut out = Vec::new();
+            for (i, word) in words.iter().enumerate() {
+                let previous = if i > 0 { words[i - 1] } else { "" };
+                out.push(if previous == "--namespace" {
+                    release.namespace.clone()
+                } else if words[0] == "helm" && i == 2 {
+                    release.name.clone()
+                } else {
+                    (*word).to_owned()
+                });
+            }
+            out
+        })
+        .collect();
+    assert_eq!(commands.len(), 2, "the CRD, then the release: {commands:?}");
+    assert_eq!(commands[0][..3], ["kubectl", "apply", "--server-side"], "{:?}", commands[0]);
+    assert!(commands[0].contains(&"--force-conflicts".to_owned()), "{:?}", commands[0]);
+    assert_eq!(commands[1][..2], ["helm", "upgrade"], "{:?}", commands[1]);
+    commands
+}
+
+/// README.md's upgrade, word for word, on an installed release whose CRD an older chart (Helm,
+/// with client-side writes) left behind: the CRD is updated by server-side apply despite Helm
+/// owning its fields, and `helm upgrade` then succeeds.
+#[tokio::test]
+async fn documented_upgrade_applies_the_new_crd_and_upgrades_the_release() {
+    let cp = ControlPlane::shared().await;
+    install_chart_crd(cp).await;
+    let _writing = CRD_WRITERS.lock().await;
+    let client = cp.client();
+    let release = helm_install(cp);
+    let commands = documented_upgrade_commands(&release);
+
+    // The CRD as an older release left it: without the Message column, written by Helm.
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    let mut older = crds.get(CRD_NAME).await.unwrap();
+    older.metadata.managed_fields = None;
+    let columns = older.spec.versions[0].additional_printer_columns.as_mut().unwrap();
+    columns.retain(|c| c.name != "Message");
+    let params = PostParams { field_manager: Some("helm".into()), ..Default::default() };
+    crds.replace(CRD_NAME, &params, &older).await.expect("write the older CRD as Helm");
+
+    // Without --force-conflicts the apply stops at Helm's fields: why the README says it.
+    let mut plain = kubectl();
+    plain.args(commands[0].iter().skip(1).filter(|w| *w != "--force-conflicts"));
+    let out = output(with_kubeconfig(plain, cp), None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("conflict"),
+        "expected a conflict without --force-conflicts: {stderr}"
+    );
+
+    for command in &commands {
+        let mut cmd = if command[0] == "kubectl" { kubectl() } else { helm() };
+        cmd.args(&command[1..]);
+        let out = run(with_kubeconfig(cmd, cp), None);
+        if command[0] == "helm" {
+            assert!(out.contains("STATUS: deployed") && out.contains("REVISION: 2"), "{out}");
+        }
+    }
+    let crd = crds.get(CRD_NAME).await.unwrap();
+    let names: Vec<&str> =
+        crd.spec.versions[0].additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
+    assert!(names.contains(&"Message"), "the new CRD is in place: {names:?}");
+    ito_test_support::wait_established(&client, CRD_NAME).await;
+    let deployment = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), &release.namespace)
+        .get(&release.fullname)
+        .await
+        .expect("the upgraded Deployment");
+    assert_eq!(deployment.spec.replicas, Some(2), "--reuse-values kept the values");
+    helm_uninstall(cp, &release);
+}
+
+/// imagingtenant-viewer reads tenants and imagingtenant-editor manages them, asked of the API
+/// server as a user bound to each; neither reaches anything else, and neither is aggregated into
+/// the built-in roles that tenant admins hold.
+#[tokio::test]
+async fn user_cluster_roles_give_viewers_and_editors_exactly_their_rights() {
+    let cp = ControlPlane::shared().await;
+    install_chart_crd(cp).await;
+    let admin = cp.client();
+    let release = helm_install_with(cp, "rbac.userRoles=true");
+    let suffix = unique_name("people");
+    let mut bindings = Vec::new();
+    for role in ["imagingtenant-viewer", "imagingtenant-editor"] {
+        let name = format!("{role}-{suffix}");
+        let binding = json!({
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": format!("{role}@{suffix}")}],
+        });
+        Api::<ClusterRoleBinding>::all(admin.clone()).create(&PostParams::default(), &object(binding)).await.unwrap();
+        bindings.push(name);
+    }
+    let as_user = |role: &str| cp.client_as(&format!("{role}@{suffix}"), &["system:authenticated"]);
+    let tenant = unique_name("people");
+    let manifest = json!({"apiVersion": "imaging.tenancy.dev/v1alpha1", "kind": "ImagingTenant", "metadata": {"name": tenant}, "spec": {}});
+    let status = json!({"apiVersion": "imaging.tenancy.dev/v1alpha1", "kind": "ImagingTenant", "status": {"observedGeneration": 1}});
+
+    let editor = Api::<DynamicObject>::all_with(as_user("imagingtenant-editor"), &tenant_resource());
+    editor_allowed(editor.create(&PostParams::default(), &object(manifest.clone())).await, "create a tenant");
+    editor_allowed(editor.list(&ListParams::default()).await, "list tenants");
+    editor_allowed(
+        editor
+            .patch(&tenant, &PatchParams::default(), &Patch::Merge(json!({"spec": {"displayName": "Group A"}})))
+            .await,
+        "patch a tenant",
+    );
+    let stored = editor_allowed(editor.get(&tenant).await, "get a tenant");
+    editor_allowed(editor.replace(&tenant, &PostParams::default(), &stored).await, "update a tenant");
+    denied(
+        editor.patch_status(&tenant, &apply_params(), &Patch::Apply(status.clone())).await,
+        "editor",
+        "write status",
+    );
+    denied(
+        Api::<Secret>::namespaced(as_user("imagingtenant-editor"), "default").list(&ListParams::default()).await,
+        "editor",
+        "list Secrets",
+    );
+
+    let viewer = Api::<DynamicObject>::all_with(as_user("imagingtenant-viewer"), &tenant_resource());
+    editor_allowed(viewer.get(&tenant).await, "get a tenant (viewer)");
+    editor_allowed(viewer.list(&ListParams::default()).await, "list tenants (viewer)");
+    editor_allowed(viewer.get_status(&tenant).await, "get a tenant's status (viewer)");
+    denied(viewer.create(&PostParams::default(), &object(manifest.clone())).await, "viewer", "create a tenant");
+    denied(
+        viewer.patch(&tenant, &PatchParams::default(), &Patch::Merge(json!({"spec": {"displayName": "x"}}))).await,
+        "viewer",
+        "patch a tenant",
+    );
+    denied(viewer.delete(&tenant, &DeleteParams::default()).await, "viewer", "delete a tenant");
+    editor_allowed(editor.delete(&tenant, &DeleteParams::default()).await, "delete a tenant");
+
+    // Not aggregated: the built-in roles a tenant admin holds know nothing of ImagingTenants.
+    for role in ["view", "edit", "admin"] {
+        let rules = Api::<ClusterRole>::all(admin.clone()).get(role).await.unwrap().rules.unwrap_or_default();
+        assert!(
+            !rules.iter().any(|r| r.api_groups.iter().flatten().any(|g| g == "imaging.tenancy.dev")),
+            "ClusterRole {role} must not grant anything on ImagingTenants"
+        );
+    }
+    for name in bindings {
+        Api::<ClusterRoleBinding>::all(admin.clone()).delete(&name, &DeleteParams::default()).await.unwrap();
+    }
+    helm_uninstall(cp, &release);
+}
+
+fn editor_allowed<T>(result: Result<T, kube::Error>, what: &str) -> T {
+    result.unwrap_or_else(|e| panic!("a user bound to the chart's ClusterRole must be allowed to {what}: {e}"))
+}
+
+fn denied<T: std::fmt::Debug>(result: Result<T, kube::Error>, who: &str, what: &str) {
+    match result {
+        Err(e) if api_error_code(&e) == Some(403) => {}
+        other => panic!("a user bound to imagingtenant-{who} must get 403 to {what}, got {other:?}"),
+    }
+}
+
+/// crds.enabled, as README.md's "Upgrade" says: refused with the adoption commands while the CRD
+/// belongs to no release; once adopted, the release manages it, and `helm uninstall` keeps it
+/// (crds.keep) with every tenant.
+#[tokio::test]
+async fn templated_crd_is_refused_until_adopted_and_kept_on_uninstall() {
+    let cp = ControlPlane::shared().await;
+    install_chart_crd(cp).await;
+    let _writing = CRD_WRITERS.lock().await;
+    let client = cp.client();
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    let name = unique_name("ito");
+    let namespace = unique_name("chart-crds");
+    let install = |extra: &[&str]| {
+        let mut cmd = helm();
+        cmd.args([
+            "install",
+            &name,
+            CHART,
+            "--namespace",
+            &namespace,
+            "--create-namespace",
+            "--values",
+            MINIMAL_VALUES,
+        ])
+        .args(["--set", "admission.enabled=false,rbac.userRoles=false,crds.enabled=true"])
+        .args(extra);
+        output(with_kubeconfig(cmd, cp), None)
+    };
+
+    let out = install(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a CRD that belongs to no release is not taken over silently");
+    assert!(
+        stderr.contains(
+            "Install with --skip-crds, or adopt it first: kubectl label crd imagingtenants.imaging.tenancy.dev"
+        ),
+        "{stderr}"
+    );
+
+    // Adopted as README.md says (the commands, with this release's name and namespace).
+    let adopted = json!({"metadata": {
+        "labels": {"app.kubernetes.io/managed-by": "Helm"},
+        "annotations": {"meta.helm.sh/release-name": name, "meta.helm.sh/release-namespace": namespace},
+    }});
+    crds.patch(CRD_NAME, &PatchParams::default(), &Patch::Merge(adopted)).await.unwrap();
+    let out = install(&["--skip-crds"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let crd = crds.get(CRD_NAME).await.unwrap();
+    let annotations = crd.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(annotations.get("helm.sh/resource-policy").map(String::as_str), Some("keep"));
+    assert_eq!(
+        annotations.get("argocd.argoproj.io/sync-options").map(String::as_str),
+        Some("Delete=false,Prune=false")
+    );
+
+    let tenants = Api::<DynamicObject>::all_with(client.clone(), &tenant_resource());
+    let tenant = unique_name("kept-crd");
+    tenants
+        .create(&PostParams::default(), &object(json!({"apiVersion": "imaging.tenancy.dev/v1alpha1", "kind": "ImagingTenant", "metadata": {"name": tenant}, "spec": {}})))
+        .await
+        .expect("create a tenant");
+    let mut cmd = helm();
+    cmd.args(["uninstall", &name, "--namespace", &namespace]);
+    run(with_kubeconfig(cmd, cp), None);
+    crds.get(CRD_NAME).await.expect("helm uninstall keeps the CRD (crds.keep)");
+    tenants.get(&tenant).await.expect("and every tenant");
+    tenants.delete(&tenant, &DeleteParams::default()).await.unwrap();
+
+    // Back to a CRD of no release, for the other tests.
+    let labels: serde_json::Map<String, Value> = [
+        "app.kubernetes.io/managed-by",
+        "app.kubernetes.io/name",
+        "app.kubernetes.io/instance",
+        "app.kubernetes.io/version",
+        "app.kubernetes.io/component",
+        "app.kubernetes.io/part-of",
+        "helm.sh/chart",
+    ]
+    .into_iter()
+    .map(|k| (k.to_owned(), Value::Null))
+    .collect();
+    let released = json!({"metadata": {
+        "labels": labels,
+        "annotations": {"meta.helm.sh/release-name": null, "meta.helm.sh/release-namespace": null, "helm.sh/resource-policy": null},
+    }});
+    crds.patch(CRD_NAME, &PatchParams::default(), &Patch::Merge(released)).await.unwrap();
 }

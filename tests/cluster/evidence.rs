@@ -1,9 +1,11 @@
-//! Invariant 13 end to end: the operator provisions a tenant under the chart's admission guards;
-//! `imaging-tenant-operator evidence`, run as its own process against the same apiserver and
-//! moto with the operator's settings, reports every control passing, in JSON that validates
-//! against the committed schema, with a digest that recomputes. Then, with the operator stopped,
-//! one AWS setting and one Kubernetes object are changed behind its back: the report fails
-//! exactly those controls, and bad usage exits 2.
+//! Invariant 13 end to end: the operator provisions a tenant under the chart's admission guards
+//! (installed for every test of the binary, see `guard`); `imaging-tenant-operator evidence`, run
+//! as its own process against the same apiserver and moto with the operator's settings, reports
+//! every control passing, in JSON that validates against the committed schema, with a digest
+//! that recomputes. Then, with the operator stopped, one AWS setting and one Kubernetes object
+//! are changed behind its back (through the break-glass group): the report fails exactly those
+//! controls, and bad usage exits 2. And the operator publishes the same results as policy
+//! reports, written only when they change.
 
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -13,15 +15,15 @@ use crate::operator::{
     BREAK_GLASS_ROLE_ARN, CLUSTER, OIDC_PROVIDER_ARN, OPERATOR_ROLE_ARN, Operator, PERMISSIONS_BOUNDARY_ARN,
     create_tenant, wait_ready,
 };
-use imaging_tenant_operator::evidence::controls::{CONTROLS, GUARD_LABEL, GUARDS};
-use ito_test_support::chart::{CHART, MINIMAL_VALUES, documents, helm_template, kind_of, name_of};
+use imaging_tenant_operator::evidence::controls::CONTROLS;
 use ito_test_support::{ControlPlane, Moto, scratch_dir, unique_name, wait_for};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use serde_json::{Value, json};
 
 const SCHEMA: &str = "docs/evidence-report.schema.json";
-/// The admin user of the test control plane, whose client certificate the kubeconfig holds.
+/// The admin user of the test control plane, whose client certificate the kubeconfig holds:
+/// `evidence` reads as it.
 const ADMIN_USER: &str = "ito-test-admin";
 
 /// `evidence` with the operator's settings and a clean environment; `args` after the command.
@@ -60,61 +62,6 @@ async fn run_evidence(cp: &'static ControlPlane, moto: &'static Moto, audit: &st
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// The chart's six admission policies and their bindings, labelled as guards, bound only in the
-/// tenant's namespaces (the control plane is shared with tests that change operator-owned
-/// objects). The operator runs as the cluster admin here (group system:masters), which they
-/// let through as break glass.
-async fn install_guards(cp: &ControlPlane, namespaces: &[String]) {
-    let release = unique_name("evg");
-    let values = json!({
-        "admission": {
-            "breakGlassGroups": ["system:masters"],
-            "namespaceSelector": {"matchExpressions": [{
-                "key": "kubernetes.io/metadata.name", "operator": "In", "values": namespaces,
-            }]},
-        },
-    });
-    let values_file = scratch_dir("evidence").join(format!("{release}-values.yaml"));
-    std::fs::write(&values_file, serde_yaml::to_string(&values).unwrap()).unwrap();
-    let values_path = values_file.display().to_string();
-    let rendered = helm_template(&[
-        &release,
-        CHART,
-        "--namespace",
-        "imaging-system",
-        "--values",
-        MINIMAL_VALUES,
-        "--values",
-        &values_path,
-        "--show-only",
-        "templates/admission-policies.yaml",
-    ]);
-    let client = cp.client();
-    let prefix = format!("{release}-imaging-tenant-operator-");
-    for mut doc in documents(&rendered) {
-        let (kind, plural) = match kind_of(&doc) {
-            "ValidatingAdmissionPolicy" => ("ValidatingAdmissionPolicy", "validatingadmissionpolicies"),
-            "ValidatingAdmissionPolicyBinding" => {
-                ("ValidatingAdmissionPolicyBinding", "validatingadmissionpolicybindings")
-            }
-            other => panic!("unexpected kind {other} in the admission policies"),
-        };
-        if kind == "ValidatingAdmissionPolicy" {
-            let guard = name_of(&doc).strip_prefix(&prefix).expect("policies are named after the release").to_string();
-            assert!(GUARDS.contains(&guard.as_str()), "{guard} is one of the guards");
-            doc["metadata"]["labels"][GUARD_LABEL] = json!(guard);
-        }
-        let resource = ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind),
-            plural,
-        );
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-        api.patch(name_of(&doc), &PatchParams::apply("evidence-tests").force(), &Patch::Apply(&doc))
-            .await
-            .unwrap_or_else(|e| panic!("apply {kind} {}: {e}", name_of(&doc)));
-    }
 }
 
 fn repo(path: &str) -> std::path::PathBuf {
@@ -158,8 +105,7 @@ async fn invariant_13_evidence_reports_every_control_from_live_state_and_names_w
     let audit = audit_bucket(moto).await;
     let mut op = Operator::start_with_env(cp, moto, &[], &[("ITO_AUDIT_LOG_BUCKET", audit.as_str())]).await;
     let name = unique_name("ev");
-    let namespaces = vec![name.clone(), format!("{name}-ai")];
-    install_guards(cp, &namespaces).await;
+    let namespaces = [name.clone(), format!("{name}-ai")];
     create_tenant(
         &client,
         &op.tenant(
@@ -219,7 +165,7 @@ async fn invariant_13_evidence_reports_every_control_from_live_state_and_names_w
     let kms = aws_sdk_kms::Client::new(&moto.sdk_config());
     let key_id = &status.key.as_ref().unwrap().id;
     kms.disable_key_rotation().key_id(key_id).send().await.expect("turn key rotation off");
-    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &namespaces[1]);
+    let policies: Api<NetworkPolicy> = Api::namespaced(cp.break_glass_client(), &namespaces[1]);
     policies
         .patch("imaging-default-deny", &PatchParams::default(), &Patch::Merge(json!({"spec": {"ingress": [{}]}})))
         .await
@@ -313,7 +259,6 @@ async fn invariant_13_the_operator_publishes_policy_reports_only_on_change_and_w
     let audit = audit_bucket(moto).await;
     let op = Operator::start_with_env(cp, moto, &[], &[("ITO_AUDIT_LOG_BUCKET", audit.as_str())]).await;
     let name = unique_name("evr");
-    install_guards(cp, std::slice::from_ref(&name)).await;
     create_tenant(
         &client,
         &op.tenant(&name, json!({"access": {"admins": [{"kind": "Group", "name": "oidc:radiology-admins"}]}})),
@@ -366,7 +311,7 @@ async fn invariant_13_the_operator_publishes_policy_reports_only_on_change_and_w
 
     // Behind the operator's back, two things it does not undo: a RoleBinding of an outsider in a
     // tenant namespace, and a grant on the tenant key.
-    let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(client.clone(), &name);
+    let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(cp.break_glass_client(), &name);
     let outsider: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
         "metadata": {"name": "contractor"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},

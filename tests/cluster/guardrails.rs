@@ -1,43 +1,31 @@
 //! Invariants 10 and 11 against the real API server: the chart's ValidatingAdmissionPolicies,
-//! installed for real, refuse each attack done as the attacker (impersonation), while the
-//! matching legitimate action still works and the operator, running as its own ServiceAccount
-//! under these policies and the chart's ClusterRole, makes its tenants Ready.
-//!
-//! The control plane is shared with every other test of the binary, several of which change
-//! operator-owned objects as the cluster admin to simulate drift. So the policies are bound only
-//! in this module's namespaces: the chart value `admission.namespaceSelector` (every namespace
-//! by default) is narrowed to their names, plus kube-system for the attack there.
+//! installed for real and bound cluster-wide for the whole binary (`guard::install`), refuse
+//! each attack done as the attacker (impersonation), while the matching legitimate action still
+//! works and the operator, running as its own ServiceAccount under these policies and the
+//! chart's ClusterRole, makes its tenants Ready.
 
 use std::fmt::Debug;
-use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::guard::{OPERATOR_USER, RELEASE_NAMESPACE};
 use crate::operator::{Operator, create_tenant, wait_ready};
+use imaging_tenant_operator::api::ImagingTenant;
 use imaging_tenant_operator::api::metadata::{
     ALLOWED_EGRESS_CIDRS_ANNOTATION, ROLE_ARN_ANNOTATION, TENANT_LABEL, TENANT_NAMESPACES_ANNOTATION, TENANT_UID_LABEL,
 };
-use ito_test_support::chart::{CHART, MINIMAL_VALUES, documents, helm_template, kind_of, name_of};
-use ito_test_support::{ControlPlane, Moto, create_namespace, scratch_dir, unique_name, wait_for};
+use imaging_tenant_operator::desired::cluster_network::{self, Flavor};
+use ito_test_support::{ControlPlane, Moto, create_namespace, unique_name, wait_for};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
-/// In this control plane kube-controller-manager runs with the admin kubeconfig and
-/// `--use-service-account-credentials=false`, so its namespace controller and garbage collector
-/// act as the admin user. In a standard cluster they are the chart's defaults,
-/// system:serviceaccount:kube-system:namespace-controller and
-/// system:serviceaccount:kube-system:generic-garbage-collector.
-const CONTROLLER_MANAGER_USER: &str = "ito-test-admin";
-
 /// Everything the attacks need: the release whose policies are bound, the tenants the operator
 /// made under them, and the attackers' names.
 struct Guarded {
-    release_namespace: String,
-    operator_user: String,
     tenant_a: String,
     a: String,
     a_ai: String,
@@ -58,8 +46,8 @@ struct Guarded {
 
 impl Guarded {
     fn operator_client(&self, cp: &ControlPlane) -> Client {
-        let namespace_group = format!("system:serviceaccounts:{}", self.release_namespace);
-        cp.client_as(&self.operator_user, &["system:serviceaccounts", &namespace_group, "system:authenticated"])
+        let namespace_group = format!("system:serviceaccounts:{RELEASE_NAMESPACE}");
+        cp.client_as(OPERATOR_USER, &["system:serviceaccounts", &namespace_group, "system:authenticated"])
     }
 }
 
@@ -81,86 +69,8 @@ fn succeeds<T>(result: Result<T, kube::Error>, action: &str) -> T {
     result.unwrap_or_else(|e| panic!("{action} must still succeed under the admission policies: {e}"))
 }
 
-fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
-}
-
-/// Server-side applies the chart's documents as the cluster admin.
-async fn apply_documents(client: &Client, docs: &[Value]) {
-    for doc in docs {
-        let (api_resource, namespaced) = match kind_of(doc) {
-            "ServiceAccount" => (ApiResource::erase::<ServiceAccount>(&()), true),
-            "ClusterRole" => (ApiResource::erase::<ClusterRole>(&()), false),
-            "ClusterRoleBinding" => (ApiResource::erase::<ClusterRoleBinding>(&()), false),
-            "ValidatingAdmissionPolicy" => (
-                resource(
-                    "admissionregistration.k8s.io",
-                    "v1",
-                    "ValidatingAdmissionPolicy",
-                    "validatingadmissionpolicies",
-                ),
-                false,
-            ),
-            "ValidatingAdmissionPolicyBinding" => (
-                resource(
-                    "admissionregistration.k8s.io",
-                    "v1",
-                    "ValidatingAdmissionPolicyBinding",
-                    "validatingadmissionpolicybindings",
-                ),
-                false,
-            ),
-            other => panic!("unexpected kind {other} in the rendered chart"),
-        };
-        let api: Api<DynamicObject> = if namespaced {
-            Api::namespaced_with(client.clone(), doc["metadata"]["namespace"].as_str().unwrap(), &api_resource)
-        } else {
-            Api::all_with(client.clone(), &api_resource)
-        };
-        api.patch(name_of(doc), &PatchParams::apply("guardrail-tests").force(), &Patch::Apply(doc))
-            .await
-            .unwrap_or_else(|e| panic!("apply {} {}: {e}", kind_of(doc), name_of(doc)));
-    }
-}
-
-/// The API server type-checks each policy's CEL against the kinds it matches: no warnings (a
-/// misspelt field would otherwise only show as a runtime error, i.e. a denial).
-async fn expressions_type_check(client: &Client, docs: &[Value]) {
-    let api: Api<DynamicObject> = Api::all_with(
-        client.clone(),
-        &resource("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicy", "validatingadmissionpolicies"),
-    );
-    for doc in docs.iter().filter(|d| kind_of(d) == "ValidatingAdmissionPolicy") {
-        let name = name_of(doc);
-        let checked = wait_for(Duration::from_secs(30), &format!("policy {name} to be type-checked"), || async {
-            let policy = api.get(name).await.map_err(|e| e.to_string())?;
-            let status = policy.data["status"].clone();
-            if status["typeChecking"].is_object() { Ok(status) } else { Err(status.to_string()) }
-        })
-        .await;
-        let warnings = &checked["typeChecking"]["expressionWarnings"];
-        assert!(warnings.as_array().is_none_or(|w| w.is_empty()), "policy {name}: {warnings:#}");
-    }
-}
-
-/// A kubeconfig that acts as the operator's ServiceAccount (impersonation by the admin user).
-fn operator_kubeconfig(cp: &ControlPlane, user: &str, release_namespace: &str) -> PathBuf {
-    let text = std::fs::read_to_string(cp.kubeconfig_path()).expect("read the admin kubeconfig");
-    let mut config: Value = serde_yaml::from_str(&text).expect("parse the admin kubeconfig");
-    let auth = &mut config["users"][0]["user"];
-    auth["as"] = json!(user);
-    auth["as-groups"] = json!([
-        "system:serviceaccounts",
-        format!("system:serviceaccounts:{release_namespace}"),
-        "system:authenticated"
-    ]);
-    let path = scratch_dir("guardrails").join("operator-kubeconfig");
-    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).expect("write the operator's kubeconfig");
-    path
-}
-
-/// Installs the chart's RBAC and admission policies, starts the operator as its ServiceAccount,
-/// and lets it create two tenants under the policies. Once for the module.
+/// Starts the operator (as its ServiceAccount) and lets it create two tenants under the
+/// policies. Once for the module.
 async fn guarded() -> &'static Guarded {
     static GUARDED: OnceCell<Guarded> = OnceCell::const_new();
     GUARDED.get_or_init(set_up).await
@@ -172,53 +82,11 @@ async fn set_up() -> Guarded {
     let admin = cp.client();
     crate::install_crd(&admin).await;
 
-    let release_namespace = create_namespace(&admin, "guard-system").await;
-    let release = unique_name("guard");
-    let fullname = format!("{release}-imaging-tenant-operator");
-    let operator_user = format!("system:serviceaccount:{release_namespace}:{fullname}");
     let tenant_a = unique_name("ga");
     let tenant_b = unique_name("gb");
     let (a, a_ai, b) = (tenant_a.clone(), format!("{tenant_a}-ai"), tenant_b.clone());
     let plain = create_namespace(&admin, "guard-plain").await;
     let forged = unique_name("guard-forged");
-
-    // The narrowing: only this module's namespaces (and kube-system) are guarded.
-    let values = json!({
-        "admission": {
-            "namespaceControllerUsernames": [CONTROLLER_MANAGER_USER],
-            "garbageCollectorUsernames": [CONTROLLER_MANAGER_USER],
-            "namespaceSelector": {"matchExpressions": [{
-                "key": "kubernetes.io/metadata.name",
-                "operator": "In",
-                "values": [a, a_ai, b, plain, forged, "kube-system"],
-            }]},
-        },
-    });
-    let values_file = scratch_dir("guardrails").join("values.yaml");
-    std::fs::write(&values_file, serde_yaml::to_string(&values).unwrap()).unwrap();
-    let values_path = values_file.display().to_string();
-    let rendered = helm_template(&[
-        &release,
-        CHART,
-        "--namespace",
-        &release_namespace,
-        "--values",
-        MINIMAL_VALUES,
-        "--values",
-        &values_path,
-        "--show-only",
-        "templates/serviceaccount.yaml",
-        "--show-only",
-        "templates/clusterrole.yaml",
-        "--show-only",
-        "templates/clusterrolebinding.yaml",
-        "--show-only",
-        "templates/admission-policies.yaml",
-    ]);
-    let docs = documents(&rendered);
-    assert_eq!(docs.iter().filter(|d| kind_of(d) == "ValidatingAdmissionPolicy").count(), 6, "six policies");
-    apply_documents(&admin, &docs).await;
-    expressions_type_check(&admin, &docs).await;
 
     // The attackers: a user who may create and edit namespaces (tenant admins get admin and
     // editors edit through the operator's RoleBindings).
@@ -244,24 +112,7 @@ async fn set_up() -> Guarded {
         .await
         .unwrap();
 
-    // The policies are in force before the operator starts (a dry run proves it without effect).
-    let creator = cp.client_as(&namespace_creator, &[]);
-    wait_for(Duration::from_secs(30), "the admission policies to be enforced", || {
-        let creator = creator.clone();
-        let forged = forged.clone();
-        async move {
-            let ns: Namespace = object(json!({"metadata": {"name": forged, "labels": {TENANT_LABEL: "probe"}}}));
-            match Api::<Namespace>::all(creator).create(&PostParams { dry_run: true, ..Default::default() }, &ns).await
-            {
-                Err(kube::Error::Api(s)) if s.message.contains("ValidatingAdmissionPolicy") => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        }
-    })
-    .await;
-
-    let kubeconfig = operator_kubeconfig(cp, &operator_user, &release_namespace);
-    let operator = Operator::start_with_env(cp, moto, &[], &[("KUBECONFIG", kubeconfig.to_str().unwrap())]).await;
+    let operator = Operator::start(cp, moto).await;
     let tenant_admin = format!("{tenant_a}-admin@example.com");
     let tenant_editor = format!("{tenant_a}-editor@example.com");
     create_tenant(
@@ -295,8 +146,6 @@ async fn set_up() -> Guarded {
     );
 
     Guarded {
-        release_namespace,
-        operator_user,
         a_uid: a_tenant.uid().unwrap(),
         tenant_a,
         a,
@@ -647,7 +496,7 @@ async fn operator_service_account_cannot_bind_cluster_admin_in_a_tenant_namespac
         .create(&PostParams::default(), &object(json!({"metadata": {"name": widened}, "rules": [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "verbs": ["bind"], "resourceNames": ["cluster-admin"]}]})))
         .await
         .unwrap();
-    let (sa_namespace, sa_name) = (g.release_namespace.clone(), g.operator_user.rsplit(':').next().unwrap().to_owned());
+    let (sa_namespace, sa_name) = (RELEASE_NAMESPACE.to_string(), OPERATOR_USER.rsplit(':').next().unwrap().to_owned());
     Api::<ClusterRoleBinding>::all(admin.clone())
         .create(
             &PostParams::default(),
@@ -703,5 +552,103 @@ async fn operator_service_account_cannot_label_a_foreign_namespace() {
     succeeds(
         api.patch(&g.a, &PatchParams { dry_run: true, ..Default::default() }, &Patch::Merge(&own)).await,
         "the operator patching its tenant's namespace",
+    );
+}
+
+/// The tenant's Admin-tier ClusterNetworkPolicy: kept by the operator (the legitimate action),
+/// untouchable by a network administrator who may otherwise edit such policies, and never a
+/// tool for a stolen operator token: it may write only Pass and Deny rules.
+#[tokio::test]
+async fn nobody_can_loosen_the_cluster_network_policy_and_the_operator_token_cannot_accept_traffic() {
+    let cp = ControlPlane::shared().await;
+    let g = guarded().await;
+    let admin = cp.client();
+    let tenant: ImagingTenant = Api::all(admin.clone()).get(&g.tenant_a).await.unwrap();
+    let name = cluster_network::name(&tenant);
+    let cnp = Flavor::ClusterNetworkPolicy.api_resource();
+    let live = Api::<DynamicObject>::all_with(admin.clone(), &cnp).get(&name).await.expect("the operator keeps it");
+    assert_eq!(live.data["spec"]["tier"], "Admin");
+    assert_eq!(live.labels().get(TENANT_UID_LABEL), Some(&g.a_uid));
+    let guarded_status = tenant.status.unwrap();
+    assert!(guarded_status.isolation_layers.contains(&"ClusterNetworkPolicy".to_string()));
+
+    // A network administrator with full rights on ClusterNetworkPolicies.
+    let netadmin = unique_name("netadmin");
+    Api::<ClusterRole>::all(admin.clone())
+        .create(
+            &PostParams::default(),
+            &object(json!({"metadata": {"name": netadmin}, "rules": [{"apiGroups": ["policy.networking.k8s.io"], "resources": ["clusternetworkpolicies"], "verbs": ["*"]}]})),
+        )
+        .await
+        .unwrap();
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .create(
+            &PostParams::default(),
+            &object(json!({
+                "metadata": {"name": netadmin},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": netadmin},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": netadmin}],
+            })),
+        )
+        .await
+        .unwrap();
+    let as_netadmin: Api<DynamicObject> = Api::all_with(cp.client_as(&netadmin, &[]), &cnp);
+    refused(
+        as_netadmin.delete(&name, &DeleteParams::default()).await,
+        "is created and kept by imaging-tenant-operator",
+        "a network administrator deletes a tenant's ClusterNetworkPolicy",
+    );
+    let loosen = json!({"spec": {"ingress": [{"name": "open", "action": "Accept", "from": [{"namespaces": {}}]}]}});
+    refused(
+        as_netadmin.patch(&name, &PatchParams::default(), &Patch::Merge(&loosen)).await,
+        "is created and kept by imaging-tenant-operator",
+        "a network administrator loosens a tenant's ClusterNetworkPolicy",
+    );
+
+    // The operator's token writes an Accept rule, or a policy of another name: refused.
+    let as_operator: Api<DynamicObject> = Api::all_with(g.operator_client(cp), &cnp);
+    let own_namespaces = json!({"matchLabels": {TENANT_UID_LABEL: g.a_uid}});
+    let forged = |name: &str, action: &str, subject: &Value| -> DynamicObject {
+        object(json!({
+            "apiVersion": "policy.networking.k8s.io/v1beta1", "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": name, "labels": {TENANT_UID_LABEL: g.a_uid, TENANT_LABEL: g.tenant_a, "app.kubernetes.io/managed-by": "imaging-tenant-operator"}},
+            "spec": {"tier": "Admin", "priority": 1, "subject": {"namespaces": subject},
+                     "ingress": [{"name": "all", "action": action, "from": [{"namespaces": {}}]}]},
+        }))
+    };
+    refused(
+        as_operator
+            .create(
+                &PostParams::default(),
+                &forged(&format!("imaging-tenant-{}", unique_name("x")), "Accept", &own_namespaces),
+            )
+            .await,
+        "whose rules Pass or Deny",
+        "the operator's ServiceAccount writes an Accept rule",
+    );
+    refused(
+        as_operator.create(&PostParams::default(), &forged(&unique_name("open"), "Deny", &own_namespaces)).await,
+        "named imaging-tenant-<tenant>",
+        "the operator's ServiceAccount writes a policy outside its names",
+    );
+    refused(
+        as_operator
+            .create(
+                &PostParams::default(),
+                &forged(&format!("imaging-tenant-{}", unique_name("z")), "Deny", &json!({})),
+            )
+            .await,
+        "whose subject is the namespaces labelled",
+        "the operator's ServiceAccount cuts off every namespace of the cluster",
+    );
+    // What it does for real, it still may (dry run).
+    succeeds(
+        as_operator
+            .create(
+                &PostParams { dry_run: true, ..Default::default() },
+                &forged(&format!("imaging-tenant-{}", unique_name("y")), "Deny", &own_namespaces),
+            )
+            .await,
+        "the operator writing a Deny-only policy",
     );
 }

@@ -243,11 +243,14 @@ async fn invariant_2_network_default_deny_and_only_what_is_listed() {
     .await;
     wait_condition(&client, &name, condition::NETWORK_ISOLATED, "True", Duration::from_secs(60)).await;
 
-    // A rogue namespace copying every tenant label it can see.
+    // A rogue namespace copying every tenant label it can see. The admission policies refuse
+    // that (guardrails::namespace_creator_cannot_forge_a_tenant_namespace); made here through
+    // the break-glass group, as on a cluster without them, to show the policies do not trust
+    // labels either.
     let rogue = unique_name("rogue");
     let mut rogue_labels = namespace_labels(&client, &name).await;
     rogue_labels.remove("kubernetes.io/metadata.name");
-    Api::<Namespace>::all(client.clone())
+    Api::<Namespace>::all(cp.break_glass_client())
         .create(
             &PostParams::default(),
             &serde_json::from_value(json!({"metadata": {"name": rogue, "labels": rogue_labels}})).unwrap(),
@@ -392,8 +395,13 @@ async fn invariant_8_drift_is_restored_with_an_event() {
     .await;
     wait_ready(&client, &name).await;
 
+    // Drift made through the break-glass group: nobody else may touch the operator's objects.
+    let break_glass = cp.break_glass_client();
     let np: Api<NetworkPolicy> = Api::namespaced(client.clone(), &name);
-    np.delete(desired::DEFAULT_DENY, &DeleteParams::default()).await.unwrap();
+    Api::<NetworkPolicy>::namespaced(break_glass.clone(), &name)
+        .delete(desired::DEFAULT_DENY, &DeleteParams::default())
+        .await
+        .unwrap();
     wait_for(Duration::from_secs(30), "the deleted default-deny policy to come back", || async {
         np.get_opt(desired::DEFAULT_DENY).await.map_err(|e| e.to_string())?.ok_or_else(|| "absent".to_string())
     })
@@ -402,7 +410,10 @@ async fn invariant_8_drift_is_restored_with_an_event() {
 
     let rb: Api<RoleBinding> = Api::namespaced(client.clone(), &name);
     let patch = json!({"subjects": [{"kind": "Group", "name": "everyone", "apiGroup": "rbac.authorization.k8s.io"}]});
-    rb.patch("imaging-editors", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    Api::<RoleBinding>::namespaced(break_glass.clone(), &name)
+        .patch("imaging-editors", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
     wait_for(Duration::from_secs(30), "the edited binding to be restored", || async {
         let b = rb.get("imaging-editors").await.map_err(|e| e.to_string())?;
         let subjects: Vec<String> = b.subjects.unwrap_or_default().into_iter().map(|s| s.name).collect();
@@ -412,13 +423,14 @@ async fn invariant_8_drift_is_restored_with_an_event() {
     wait_event(&client, &name, "Repaired", &format!("RoleBinding {name}/imaging-editors")).await;
 
     let rq: Api<ResourceQuota> = Api::namespaced(client.clone(), &name);
-    rq.patch(
-        desired::QUOTA,
-        &PatchParams::default(),
-        &Patch::Merge(&json!({"spec": {"hard": {"requests.cpu": "1000"}}})),
-    )
-    .await
-    .unwrap();
+    Api::<ResourceQuota>::namespaced(break_glass, &name)
+        .patch(
+            desired::QUOTA,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"hard": {"requests.cpu": "1000"}}})),
+        )
+        .await
+        .unwrap();
     wait_for(Duration::from_secs(30), "the edited quota to be restored", || async {
         let q = rq.get(desired::QUOTA).await.map_err(|e| e.to_string())?;
         let cpu = q.spec.and_then(|s| s.hard).and_then(|h| h.get("requests.cpu").cloned()).map(|q| q.0);
@@ -664,8 +676,14 @@ async fn invariant_12_owner_references_of_earlier_versions_are_removed() {
     let patch = Patch::Merge(json!({"metadata": {"ownerReferences": owner}}));
     let policies = Api::<NetworkPolicy>::namespaced(client.clone(), &name);
     let namespaces = Api::<Namespace>::all(client.clone());
-    policies.patch(desired::DEFAULT_DENY, &PatchParams::default(), &patch).await.unwrap();
-    namespaces.patch(&name, &PatchParams::default(), &patch).await.unwrap();
+    // As an earlier version left them (written through the break-glass group: only the operator
+    // may change its objects).
+    let break_glass = cp.break_glass_client();
+    Api::<NetworkPolicy>::namespaced(break_glass.clone(), &name)
+        .patch(desired::DEFAULT_DENY, &PatchParams::default(), &patch)
+        .await
+        .unwrap();
+    Api::<Namespace>::all(break_glass).patch(&name, &PatchParams::default(), &patch).await.unwrap();
     wait_for(Duration::from_secs(60), "the owner references to be removed", || async {
         let np = policies.get(desired::DEFAULT_DENY).await.map_err(|e| e.to_string())?;
         let ns = namespaces.get(&name).await.map_err(|e| e.to_string())?;

@@ -5,7 +5,8 @@
 //!
 //! Tests run concurrently and keep apart by unique names: their own namespaces, tenants labelled
 //! with their own shard (each test runs its own operator processes with a tenant selector), their
-//! own `Cloud`, Lease and Helm release. What they share, the ImagingTenant CRD, [`install_crd`]
+//! own `Cloud`, Lease and Helm release. What they share, the ImagingTenant CRD and the chart's
+//! guard (the operator runs as its ServiceAccount under the admission policies), [`install_crd`]
 //! installs once.
 
 mod chart_install;
@@ -13,6 +14,7 @@ mod cloud_crash;
 mod cloud_faults;
 mod cloud_provision;
 mod cloud_retire;
+mod connectivity;
 mod e2e_isolation;
 mod evidence;
 mod guardrails;
@@ -23,6 +25,7 @@ mod runtime_shutdown;
 mod smoke;
 
 mod cloud_fixtures;
+mod guard;
 mod operator;
 mod replicas;
 
@@ -38,8 +41,10 @@ const CRD_FILE: &str = "crds/imagingtenants.imaging.tenancy.dev.yaml";
 const TENANTS: &str = "/apis/imaging.tenancy.dev/v1alpha1/imagingtenants";
 
 /// Installs the checked-in ImagingTenant CRD once for the whole binary, and waits until it is
-/// established and tenants are served. The first caller applies it (server-side, so it would be a
-/// no-op a second time); concurrent callers wait for that, later ones return at once.
+/// established and tenants are served; then what every test runs under ([`guard::install`]: the
+/// chart's RBAC and admission policies, the AdminNetworkPolicy CRD). The first caller installs
+/// (server-side, so it would be a no-op a second time); concurrent callers wait for that, later
+/// ones return at once.
 pub async fn install_crd(client: &kube::Client) {
     static INSTALLED: OnceCell<()> = OnceCell::const_new();
     INSTALLED
@@ -53,6 +58,7 @@ pub async fn install_crd(client: &kube::Client) {
                 client.request::<serde_json::Value>(list).await.map(|_| ()).map_err(|e| format!("not served yet: {e}"))
             })
             .await;
+            guard::install(client).await;
         })
         .await;
 }

@@ -26,13 +26,14 @@ pub const PERMISSIONS_BOUNDARY_ARN: &str = "arn:aws:iam::123456789012:policy/ima
 pub const CLUSTER: &str = "test-cluster";
 
 /// The operator binary's `run` command against the harness's control plane and moto, with a clean
-/// environment, the test settings, and its endpoints on the given ports.
+/// environment, the test settings, and its endpoints on the given ports. It acts as the chart's
+/// ServiceAccount, under the chart's ClusterRole and admission policies (`install_crd`).
 pub fn run_command(cp: &ControlPlane, moto: &Moto, metrics_port: u16, health_port: u16) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_imaging-tenant-operator"));
     cmd.arg("run")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("KUBECONFIG", cp.kubeconfig_path())
+        .env("KUBECONFIG", crate::guard::operator_kubeconfig(cp))
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_REGION", "us-east-1")

@@ -65,6 +65,8 @@ impl Replica {
         let metrics_port = free_port();
         let health_port = free_port();
         let log = scratch_dir("replica").join(format!("{identity}.log"));
+        // As the chart does for the Lease's namespace: the ServiceAccount may hold this Lease.
+        crate::guard::grant_lease(&cp.client(), &election.namespace, &election.lease).await;
         let mut cmd = crate::operator::run_command(cp, moto, metrics_port, health_port);
         cmd.env("POD_NAME", identity)
             .env("POD_NAMESPACE", &election.namespace)

@@ -61,7 +61,7 @@ fn default_render_is_the_production_shape() {
     let container = &pod["containers"][0];
     let sc = &container["securityContext"];
     assert_eq!(sc["runAsNonRoot"], true);
-    assert_eq!(sc["runAsUser"], 65532);
+    assert!(sc.get("runAsUser").is_none(), "the user is the pod's, set once: {sc}");
     assert_eq!(sc["readOnlyRootFilesystem"], true);
     assert_eq!(sc["allowPrivilegeEscalation"], false);
     assert_eq!(sc["capabilities"], json!({"drop": ["ALL"]}));
@@ -118,9 +118,14 @@ fn default_render_is_the_production_shape() {
 
     let policy = &one(&docs, "NetworkPolicy")["spec"];
     assert_eq!(policy["policyTypes"], json!(["Ingress", "Egress"]));
-    let ingress_ports: Vec<&Value> =
-        policy["ingress"][0]["ports"].as_array().unwrap().iter().map(|p| &p["port"]).collect();
-    assert_eq!(ingress_ports, [&json!("metrics"), &json!("health")]);
+    assert_eq!(policy["ingress"], json!([]), "no scrape source is assumed: nobody may connect");
+    for rule in &policy["egress"].as_array().unwrap()[1..] {
+        assert_eq!(
+            rule["to"],
+            json!([{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}}]),
+            "egress to the API server and AWS, IPv4 and IPv6, until narrowed"
+        );
+    }
     let egress_ports: BTreeSet<i64> = policy["egress"]
         .as_array()
         .unwrap()
@@ -137,7 +142,7 @@ fn default_render_is_the_production_shape() {
 #[test]
 fn cluster_role_is_least_privilege() {
     let docs = documents(&helm_template(&["ito", CHART, "--namespace", "imaging-system", "--values", MINIMAL_VALUES]));
-    let rules = one(&docs, "ClusterRole")["rules"].as_array().unwrap().clone();
+    let rules = named(&docs, "ClusterRole", "ito-imaging-tenant-operator")["rules"].as_array().unwrap().clone();
     let mut granted = BTreeSet::new();
     for rule in &rules {
         let list = |key: &str| -> Vec<String> {
@@ -229,6 +234,8 @@ fn full_values_reach_every_object() {
         "ITO_CONCURRENCY": "16",
         "ITO_AWS_MAX_CREATE_KEY_PER_SECOND": "2",
         "ITO_TENANT_SELECTOR": "imaging.tenancy.dev/shard=a",
+        "ITO_CLUSTER_NETWORK_POLICY_KIND": "ClusterNetworkPolicy",
+        "ITO_ALLOW_UNGUARDED": "false",
         "ITO_LOG_LEVEL": "imaging_tenant_operator=debug,kube=info",
         "ITO_LOG_FORMAT": "text",
         "ITO_METRICS_ADDR": "0.0.0.0:9090",
@@ -284,6 +291,25 @@ fn full_values_reach_every_object() {
         json!([{"kind": "ServiceAccount", "name": "imaging-shard-a-operator", "namespace": "imaging-system"}])
     );
     assert_eq!(one(&docs, "PodDisruptionBudget")["spec"]["minAvailable"], 2);
+    assert_eq!(one(&docs, "ClusterRole")["metadata"]["name"], "imaging-shard-a", "a shard creates no user roles");
+    for doc in &docs {
+        assert_eq!(
+            doc["metadata"]["labels"]["example.com/cost-center"],
+            "radiology",
+            "commonLabels on {}",
+            kind_of(doc)
+        );
+    }
+    assert_eq!(pod["metadata"]["labels"]["example.com/cost-center"], "radiology", "commonLabels on the pods");
+    assert_eq!(container["args"], json!(["run", "--log-level=imaging_tenant_operator=trace"]));
+    assert_eq!(container["env"][2], json!({"name": "HTTPS_PROXY", "value": "http://proxy.example.com:3128"}));
+    assert_eq!(container["volumeMounts"][0]["mountPath"], "/etc/ssl/corporate");
+    assert_eq!(spec["volumes"], json!([{"name": "corporate-ca", "configMap": {"name": "corporate-ca"}}]));
+    assert_eq!(
+        spec["securityContext"],
+        json!({"runAsNonRoot": true, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}})
+    );
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
 
     let monitor = one(&docs, "ServiceMonitor");
     assert_eq!(monitor["metadata"]["labels"]["release"], "kube-prometheus-stack");
@@ -300,8 +326,15 @@ fn full_values_reach_every_object() {
         policy["ingress"][0]["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"],
         json!(["monitoring", "observability"])
     );
+    assert_eq!(policy["ingress"][0]["from"][1]["ipBlock"], json!({"cidr": "fd00:10::/64"}));
+    let ingress_ports: Vec<&Value> =
+        policy["ingress"][0]["ports"].as_array().unwrap().iter().map(|p| &p["port"]).collect();
+    assert_eq!(ingress_ports, [&json!("metrics"), &json!("health")]);
     assert_eq!(policy["egress"][0]["to"][0]["podSelector"]["matchLabels"], json!({"k8s-app": "coredns"}));
-    assert_eq!(policy["egress"][1]["to"], json!([{"ipBlock": {"cidr": "10.100.0.0/16"}}]));
+    assert_eq!(
+        policy["egress"][1]["to"],
+        json!([{"ipBlock": {"cidr": "10.100.0.0/16"}}, {"ipBlock": {"cidr": "fd00:10:100::/64"}}])
+    );
     assert_eq!(policy["egress"][2]["to"], json!([{"ipBlock": {"cidr": "10.20.0.0/16"}}]));
 }
 
@@ -383,8 +416,8 @@ fn rejected(values: &str, extra: &[&str]) -> String {
     let dir = scratch_dir("values");
     let file = dir.join("values.yaml");
     std::fs::write(&file, values).unwrap();
-    let mut cmd = helm();
-    cmd.args(["template", "ito", CHART, "--values"]).arg(&file).args(extra);
+    let mut cmd = helm_template_command();
+    cmd.args(["ito", CHART, "--values"]).arg(&file).args(extra);
     let out = output(cmd, None);
     assert!(!out.status.success(), "helm rendered values it should reject:\n{values}");
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -413,6 +446,8 @@ leaderElection:
 networkPolicy:
   aws:
     cidrs: [everywhere]
+  apiServer:
+    cidrs: ["fd00::/129"]
 "#;
     let message = rejected(invalid, &[]);
     for expected in [
@@ -425,6 +460,7 @@ networkPolicy:
         "at '/resyncInterval'",
         "at '/leaderElection': additional properties 'enable' not allowed",
         "at '/networkPolicy/aws/cidrs/0'",
+        "at '/networkPolicy/apiServer/cidrs/0'",
     ] {
         assert!(message.contains(expected), "expected {expected:?} in:\n{message}");
     }
@@ -432,8 +468,8 @@ networkPolicy:
     // A break-glass role, unless explicitly waived.
     let message = rejected("{}", &["--values", MINIMAL_VALUES, "--set", "breakGlassRoleArn="]);
     assert!(message.contains("at '/breakGlassRoleArn'"), "{message}");
-    let mut cmd = helm();
-    cmd.args(["template", "ito", CHART, "--values", MINIMAL_VALUES]).args([
+    let mut cmd = helm_template_command();
+    cmd.args(["ito", CHART, "--values", MINIMAL_VALUES]).args([
         "--set",
         "breakGlassRoleArn=",
         "--set",
@@ -449,7 +485,7 @@ fn service_monitor_without_its_crd_fails_with_a_clear_message() {
 }
 
 #[test]
-fn chart_ships_the_generated_crd_untemplated() {
+fn chart_ships_the_generated_crd() {
     let generated = read(&format!("crds/{CRD_FILE}"));
     let shipped = read(&format!("{CHART}/crds/{CRD_FILE}"));
     assert!(
@@ -462,8 +498,71 @@ fn chart_ships_the_generated_crd_untemplated() {
         .collect();
     assert_eq!(crd_files, [CRD_FILE], "the chart's crds/ holds exactly the generated CRD");
     for entry in std::fs::read_dir(repo_root().join(CHART).join("templates")).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        assert!(!text.contains("CustomResourceDefinition"), "no template renders a CRD");
+        let entry = entry.unwrap();
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        if entry.file_name() != "crd.yaml" {
+            assert!(!text.contains("CustomResourceDefinition"), "only templates/crd.yaml renders the CRD");
+        }
+    }
+}
+
+const GITOPS_PROTECTION: [(&str, &str); 2] = [
+    ("argocd.argoproj.io/sync-options", "Delete=false,Prune=false"),
+    ("kustomize.toolkit.fluxcd.io/prune", "disabled"),
+];
+
+fn assert_protected(crd: &Value, which: &str) {
+    for (key, value) in GITOPS_PROTECTION {
+        assert_eq!(crd["metadata"]["annotations"][key], value, "{key} on {which}");
+    }
+}
+
+/// Like cert-manager's crds.enabled: off by default (crds/ only), and when on, the same CRD with
+/// the release's labels and, unless crds.keep=false, kept on uninstall.
+#[test]
+fn templated_crd_is_opt_in_and_kept() {
+    let base = ["ito", CHART, "--namespace", "imaging-system", "--values", MINIMAL_VALUES];
+    let docs = documents(&helm_template(&base));
+    assert!(!docs.iter().any(|d| kind_of(d) == "CustomResourceDefinition"), "no CRD template by default");
+
+    let shipped = &documents(&read(&format!("crds/{CRD_FILE}")))[0];
+    let docs = documents(&helm_template(&[&base[..], &["--set", "crds.enabled=true"]].concat()));
+    let crd = one(&docs, "CustomResourceDefinition");
+    assert!(
+        integral_numbers(&crd["spec"]) == integral_numbers(&shipped["spec"]),
+        "the templated CRD is the one of crds/"
+    );
+    assert_eq!(crd["metadata"]["name"], shipped["metadata"]["name"]);
+    assert_eq!(crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
+    assert_eq!(crd["metadata"]["labels"]["app.kubernetes.io/managed-by"], "Helm");
+    assert_protected(crd, "the templated CRD");
+
+    let docs = documents(&helm_template(&[&base[..], &["--set", "crds.enabled=true,crds.keep=false"]].concat()));
+    let crd = one(&docs, "CustomResourceDefinition");
+    assert!(crd["metadata"]["annotations"].get("helm.sh/resource-policy").is_none(), "crds.keep=false");
+    assert_protected(crd, "the templated CRD without keep");
+}
+
+/// `value` with every number that has no fraction as an integer: the generated CRD writes
+/// `maximum: 30.0`, and Helm's `toYaml` writes `30`.
+fn integral_numbers(value: &Value) -> Value {
+    match value {
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => json!(f as i64),
+            _ => value.clone(),
+        },
+        Value::Array(items) => Value::Array(items.iter().map(integral_numbers).collect()),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), integral_numbers(v))).collect()),
+        _ => value.clone(),
+    }
+}
+
+/// Deleting the CRD deletes every tenant: no copy of it may be pruned by Argo CD or Flux.
+#[test]
+fn every_copy_of_the_crd_is_protected_from_gitops_pruning() {
+    for path in [format!("crds/{CRD_FILE}"), format!("{CHART}/crds/{CRD_FILE}"), format!("deploy/manifests/{CRD_FILE}")]
+    {
+        assert_protected(&documents(&read(&path))[0], &path);
     }
 }
 
@@ -536,15 +635,218 @@ fn gitops_examples_are_valid() {
     let release = one(&flux, "HelmRelease");
     assert_eq!(release["spec"]["chart"]["spec"]["chart"], format!("./{CHART}"));
     let kustomization = documents(&read("deploy/gitops/flux-kustomization.yaml"));
-    assert_eq!(one(&kustomization, "Kustomization")["spec"]["path"], "./deploy");
+    assert_eq!(named(&kustomization, "Kustomization", "imaging-tenant-operator")["spec"]["path"], "./deploy");
+    let tenants = named(&kustomization, "Kustomization", "imaging-tenants");
+    assert_eq!(tenants["spec"]["dependsOn"], json!([{"name": "imaging-tenant-operator"}]), "tenants wait for the CRD");
     assert!(repo_root().join("deploy/kustomization.yaml").is_file());
 
     let dir = scratch_dir("gitops-values");
     for (name, values) in [("argocd", &source["helm"]["valuesObject"]), ("flux", &release["spec"]["values"])] {
         let file = dir.join(format!("{name}.yaml"));
         std::fs::write(&file, serde_yaml::to_string(values).unwrap()).unwrap();
-        let mut cmd = helm();
-        cmd.args(["template", "ito", CHART, "--values"]).arg(&file);
+        let mut cmd = helm_template_command();
+        cmd.args(["ito", CHART, "--values"]).arg(&file);
         run(cmd, None);
     }
+}
+
+fn render_with(set: &str) -> Vec<Value> {
+    documents(&helm_template(&[
+        "ito",
+        CHART,
+        "--namespace",
+        "imaging-system",
+        "--values",
+        MINIMAL_VALUES,
+        "--set",
+        set,
+    ]))
+}
+
+/// OpenShift's restricted-v2 assigns the user ID and rejects a fixed one: unsetting it leaves a
+/// pod that still runs as non-root.
+#[test]
+fn security_context_can_drop_the_fixed_user_for_openshift() {
+    let docs = render_with("podSecurityContext.runAsUser=null,podSecurityContext.runAsGroup=null");
+    let pod = &one(&docs, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"], json!({"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}}));
+    let container = &pod["containers"][0]["securityContext"];
+    assert!(container.get("runAsUser").is_none(), "{container}");
+    assert_eq!(container["runAsNonRoot"], true);
+    assert_eq!(container["allowPrivilegeEscalation"], false);
+}
+
+#[test]
+fn pod_disruption_budget_only_with_more_than_one_replica() {
+    let docs = render_with("replicaCount=1");
+    assert!(!docs.iter().any(|d| kind_of(d) == "PodDisruptionBudget"), "one replica: no budget to block drains");
+    let message =
+        rejected("{}", &["--values", MINIMAL_VALUES, "--set", "replicaCount=2,podDisruptionBudget.minAvailable=2"]);
+    assert!(message.contains("podDisruptionBudget.minAvailable (2) must be less than replicaCount (2)"), "{message}");
+}
+
+#[test]
+fn service_account_can_be_brought_and_irsa_left_out() {
+    let docs = render_with("serviceAccount.create=false,serviceAccount.name=platform-operator");
+    assert!(!docs.iter().any(|d| kind_of(d) == "ServiceAccount"), "no ServiceAccount created");
+    assert_eq!(one(&docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"], "platform-operator");
+    assert_eq!(one(&docs, "ClusterRoleBinding")["subjects"][0]["name"], "platform-operator");
+    let message = rejected("{}", &["--values", MINIMAL_VALUES, "--set", "serviceAccount.create=false"]);
+    assert!(message.contains("serviceAccount.create=false needs serviceAccount.name"), "{message}");
+    let message = rejected(
+        "{}",
+        &[
+            "--values",
+            MINIMAL_VALUES,
+            "--set",
+            "serviceAccount.create=false,serviceAccount.name=x,serviceAccount.roleArn=arn:aws:iam::111122223333:role/x",
+        ],
+    );
+    assert!(message.contains("with serviceAccount.create=false, annotate your own ServiceAccount"), "{message}");
+
+    // EKS Pod Identity: no IRSA annotation.
+    let docs = render_with("serviceAccount.irsa=false");
+    let sa = one(&docs, "ServiceAccount");
+    assert!(sa["metadata"].get("annotations").is_none(), "{sa}");
+    let docs = render_with("serviceAccount.irsa=false,serviceAccount.annotations.example\\.com/owner=platform");
+    assert_eq!(one(&docs, "ServiceAccount")["metadata"]["annotations"], json!({"example.com/owner": "platform"}));
+    let message = rejected(
+        "{}",
+        &[
+            "--values",
+            MINIMAL_VALUES,
+            "--set",
+            "serviceAccount.irsa=false,serviceAccount.roleArn=arn:aws:iam::111122223333:role/x",
+        ],
+    );
+    assert!(message.contains("serviceAccount.roleArn is the IRSA annotation"), "{message}");
+}
+
+#[test]
+fn rbac_can_be_left_to_the_platform() {
+    let docs = render_with("rbac.create=false");
+    for kind in ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"] {
+        assert!(!docs.iter().any(|d| kind_of(d) == kind), "rbac.create=false renders no {kind}");
+    }
+    assert!(docs.iter().any(|d| kind_of(d) == "Deployment"));
+}
+
+/// For people and GitOps tools: read, or manage, ImagingTenants; never their status, never
+/// aggregated into the built-in roles that tenant admins hold.
+#[test]
+fn user_cluster_roles_read_or_manage_tenants_and_are_not_aggregated() {
+    let docs = documents(&helm_template(&["ito", CHART, "--namespace", "imaging-system", "--values", MINIMAL_VALUES]));
+    let rules = |name: &str| -> BTreeSet<(String, String)> {
+        let role = named(&docs, "ClusterRole", name);
+        assert!(role.get("aggregationRule").is_none(), "{name} aggregates nothing");
+        let labels = role["metadata"]["labels"].as_object().unwrap();
+        assert!(!labels.keys().any(|k| k.starts_with("rbac.authorization.k8s.io/aggregate-to")), "{name}: {labels:?}");
+        let mut granted = BTreeSet::new();
+        for rule in role["rules"].as_array().unwrap() {
+            assert_eq!(rule["apiGroups"], json!(["imaging.tenancy.dev"]), "{name}: {rule}");
+            for resource in rule["resources"].as_array().unwrap() {
+                for verb in rule["verbs"].as_array().unwrap() {
+                    granted.insert((resource.as_str().unwrap().to_owned(), verb.as_str().unwrap().to_owned()));
+                }
+            }
+        }
+        granted
+    };
+    let pairs = |resource: &str, verbs: &[&str]| -> Vec<(String, String)> {
+        verbs.iter().map(|v| (resource.to_owned(), (*v).to_owned())).collect()
+    };
+    let read = ["get", "list", "watch"];
+    let viewer: BTreeSet<_> =
+        [pairs("imagingtenants", &read), pairs("imagingtenants/status", &read)].concat().into_iter().collect();
+    assert_eq!(rules("imagingtenant-viewer"), viewer);
+    let editor: BTreeSet<_> = [
+        pairs("imagingtenants", &["get", "list", "watch", "create", "update", "patch", "delete"]),
+        pairs("imagingtenants/status", &read),
+    ]
+    .concat()
+    .into_iter()
+    .collect();
+    assert_eq!(rules("imagingtenant-editor"), editor);
+
+    let docs = render_with("rbac.userRoles=false");
+    assert_eq!(docs.iter().filter(|d| kind_of(d) == "ClusterRole").count(), 1, "only the operator's");
+}
+
+#[test]
+fn topology_spread_constraints_pass_through_and_select_the_operator_pods() {
+    let values = r#"
+topologySpreadConstraints:
+  - maxSkew: 1
+    topologyKey: topology.kubernetes.io/zone
+    whenUnsatisfiable: DoNotSchedule
+  - maxSkew: 2
+    topologyKey: kubernetes.io/hostname
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector: {matchLabels: {example.com/app: operator}}
+"#;
+    let dir = scratch_dir("spread");
+    let file = dir.join("values.yaml");
+    std::fs::write(&file, values).unwrap();
+    let file = file.to_string_lossy().into_owned();
+    let docs = documents(&helm_template(&["ito", CHART, "--values", MINIMAL_VALUES, "--values", &file]));
+    let spread = &one(&docs, "Deployment")["spec"]["template"]["spec"]["topologySpreadConstraints"];
+    assert_eq!(
+        spread,
+        &json!([
+            {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule",
+             "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "imaging-tenant-operator", "app.kubernetes.io/instance": "ito"}}},
+            {"maxSkew": 2, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
+             "labelSelector": {"matchLabels": {"example.com/app": "operator"}}},
+        ]),
+        "used instead of topologySpread's"
+    );
+}
+
+/// A parent chart passes `global` to every subchart: the strict schema must let it through.
+#[test]
+fn chart_works_as_a_subchart() {
+    let docs = render_with("global.imageRegistry=registry.example.com,global.storageClass=gp3");
+    assert!(docs.iter().any(|d| kind_of(d) == "Deployment"));
+}
+
+/// The crate's version is the one to change: the chart's version and appVersion (hence the default
+/// image tag) and the GitOps examples' Git refs follow it (`make chart-version`).
+#[test]
+fn chart_version_is_the_crate_version() {
+    let cargo = read("Cargo.toml");
+    let version = cargo
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \"")?.strip_suffix('"'))
+        .expect("the package's version in Cargo.toml");
+    let chart: Value = serde_yaml::from_str(&read(&format!("{CHART}/Chart.yaml"))).unwrap();
+    assert_eq!(chart["version"], json!(version), "Chart.yaml version: run `make chart-version`");
+    assert_eq!(chart["appVersion"], json!(version), "Chart.yaml appVersion: run `make chart-version`");
+    assert_eq!(chart["kubeVersion"], ">=1.30.0-0", "ValidatingAdmissionPolicy v1 needs 1.30");
+    assert!(chart["home"].as_str().is_some_and(|h| h.starts_with("https://")), "Chart.yaml home");
+    assert!(chart["sources"].as_array().is_some_and(|s| !s.is_empty()), "Chart.yaml sources");
+    for path in [
+        "deploy/gitops/argocd-application.yaml",
+        "deploy/gitops/flux-helmrelease.yaml",
+        "deploy/gitops/flux-kustomization.yaml",
+    ] {
+        for line in read(path).lines() {
+            let line = line.trim();
+            if let Some(reference) = line.strip_prefix("tag: ").or_else(|| line.strip_prefix("targetRevision: ")) {
+                assert_eq!(reference, format!("v{version}"), "{path}: run `make chart-version`");
+            }
+        }
+    }
+    let kustomization = read("deploy/kustomization.yaml");
+    assert!(!kustomization.contains("newTag:"), "deploy/kustomization.yaml takes the tag from the chart's appVersion");
+    let rendered = read("deploy/manifests/operator.yaml");
+    assert!(
+        rendered.contains(&format!("ghcr.io/imaging-tenancy/imaging-tenant-operator:{version}\"")),
+        "default image tag"
+    );
+
+    let mut cmd = helm_template_command();
+    cmd.args(["ito", CHART, "--values", MINIMAL_VALUES, "--kube-version", "v1.29.9"]);
+    let out = output(cmd, None);
+    assert!(!out.status.success(), "the chart refuses Kubernetes 1.29");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kubeVersion: >=1.30.0-0"));
 }

@@ -29,6 +29,9 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/component: operator
 app.kubernetes.io/part-of: imaging-tenant-operator
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/* Labels that select the operator's pods; never change them, a Deployment's selector is immutable. */}}
@@ -38,7 +41,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{- define "ito.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
 {{- default (include "ito.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.create=false needs serviceAccount.name: the existing ServiceAccount the operator runs as" .Values.serviceAccount.name }}
+{{- end }}
 {{- end }}
 
 {{/* The IAM role the operator's pods assume through IRSA. */}}
@@ -59,6 +66,22 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
 {{- else }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Settings that only make sense together; checked once, from the Deployment, with a message that
+says what to change.
+*/}}
+{{- define "ito.validate" -}}
+{{- if and (not .Values.serviceAccount.create) .Values.serviceAccount.roleArn }}
+{{- fail "serviceAccount.roleArn annotates the ServiceAccount the chart creates; with serviceAccount.create=false, annotate your own ServiceAccount instead" }}
+{{- end }}
+{{- if and (not .Values.serviceAccount.irsa) .Values.serviceAccount.roleArn }}
+{{- fail "serviceAccount.roleArn is the IRSA annotation; with serviceAccount.irsa=false (EKS Pod Identity) the pod identity association names the role: unset serviceAccount.roleArn" }}
+{{- end }}
+{{- if and .Values.podDisruptionBudget.enabled (gt (int .Values.replicaCount) 1) (ge (int .Values.podDisruptionBudget.minAvailable) (int .Values.replicaCount)) }}
+{{- fail (printf "podDisruptionBudget.minAvailable (%d) must be less than replicaCount (%d), or no node running an operator pod could ever be drained" (int .Values.podDisruptionBudget.minAvailable) (int .Values.replicaCount)) }}
 {{- end }}
 {{- end }}
 

@@ -1,5 +1,6 @@
 //! Key material for a throwaway control plane: one CA signs the API server's serving
-//! certificate and the admin client certificate; a separate key signs service account tokens.
+//! certificate and the client certificates of the admin and of kube-controller-manager; a
+//! separate key signs service account tokens.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,8 @@ pub struct Pki {
     pub serving_key: PathBuf,
     pub admin_cert: PathBuf,
     pub admin_key: PathBuf,
+    pub controller_manager_cert: PathBuf,
+    pub controller_manager_key: PathBuf,
     pub service_account_key: PathBuf,
     pub service_account_public_key: PathBuf,
 }
@@ -66,6 +69,17 @@ pub fn write_pki(dir: &Path) -> Result<Pki, String> {
     admin_params.use_authority_key_identifier_extension = true;
     let admin_cert = admin_params.signed_by(&admin_key, &ca).map_err(err("admin certificate"))?;
 
+    // kube-controller-manager as in a real cluster: its own user, which the default RBAC binds to
+    // system:kube-controller-manager; its controllers then act as their own ServiceAccounts.
+    let controller_manager_key = KeyPair::generate().map_err(err("controller manager key"))?;
+    let mut cm_params = CertificateParams::new(Vec::<String>::new()).map_err(err("controller manager certificate"))?;
+    cm_params.distinguished_name.push(DnType::CommonName, "system:kube-controller-manager");
+    cm_params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    cm_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    cm_params.use_authority_key_identifier_extension = true;
+    let controller_manager_cert =
+        cm_params.signed_by(&controller_manager_key, &ca).map_err(err("controller manager certificate"))?;
+
     let service_account_key = KeyPair::generate().map_err(err("service account key"))?;
 
     let pki = Pki {
@@ -74,6 +88,8 @@ pub fn write_pki(dir: &Path) -> Result<Pki, String> {
         serving_key: dir.join("apiserver.key"),
         admin_cert: dir.join("admin.crt"),
         admin_key: dir.join("admin.key"),
+        controller_manager_cert: dir.join("controller-manager.crt"),
+        controller_manager_key: dir.join("controller-manager.key"),
         service_account_key: dir.join("sa.key"),
         service_account_public_key: dir.join("sa.pub"),
     };
@@ -83,6 +99,8 @@ pub fn write_pki(dir: &Path) -> Result<Pki, String> {
         (&pki.serving_key, serving_key.serialize_pem()),
         (&pki.admin_cert, admin_cert.pem()),
         (&pki.admin_key, admin_key.serialize_pem()),
+        (&pki.controller_manager_cert, controller_manager_cert.pem()),
+        (&pki.controller_manager_key, controller_manager_key.serialize_pem()),
         (&pki.service_account_key, service_account_key.serialize_pem()),
         (&pki.service_account_public_key, service_account_key.public_key_pem()),
     ];

@@ -67,10 +67,23 @@ pub fn run(cmd: Command, stdin: Option<&str>) -> String {
     stdout
 }
 
+/// The Kubernetes version of the pinned control plane (`v1.37.2`). `helm template` renders for
+/// it: a helm built from source assumes v1.20 unless told, and the chart needs 1.30 or newer.
+pub fn kube_version() -> String {
+    crate::control_plane::pinned_version("kubernetes", "k8s.io/kubernetes").unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `helm template --kube-version <pinned>`, to which the caller adds its arguments.
+pub fn helm_template_command() -> Command {
+    let mut cmd = helm();
+    cmd.args(["template", "--kube-version", &kube_version()]);
+    cmd
+}
+
 /// `helm template <args>`.
 pub fn helm_template(args: &[&str]) -> String {
-    let mut cmd = helm();
-    cmd.arg("template").args(args);
+    let mut cmd = helm_template_command();
+    cmd.args(args);
     run(cmd, None)
 }
 
@@ -98,15 +111,22 @@ pub fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
     found[0]
 }
 
+/// The object of `kind` named `name` (panics if there is none).
+pub fn named<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter().find(|d| kind_of(d) == kind && name_of(d) == name).unwrap_or_else(|| panic!("no {kind} named {name}"))
+}
+
 /// The `args` of the `DEPLOY_TEMPLATE_ARGS := ...` line of the Makefile: how `make
-/// deploy-manifests` renders deploy/manifests/operator.yaml.
+/// deploy-manifests` renders deploy/manifests/operator.yaml (`$(K8S_VERSION)` is the pinned
+/// Kubernetes version).
 pub fn deploy_template_args() -> Vec<String> {
     let makefile = read("Makefile");
     let line = makefile
         .lines()
         .find_map(|l| l.strip_prefix("DEPLOY_TEMPLATE_ARGS :="))
         .expect("a `DEPLOY_TEMPLATE_ARGS := ...` line in the Makefile");
-    line.split_whitespace().map(str::to_owned).collect()
+    let kube_version = kube_version();
+    line.split_whitespace().map(|arg| arg.replace("$(K8S_VERSION)", &kube_version)).collect()
 }
 
 /// A YAML stream without the comment lines that precede its first document.

@@ -28,6 +28,10 @@ const LOG_TAIL_LINES: usize = 40;
 
 const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc";
 
+/// The group the tests' cluster-wide admission policies let act as the operator in an emergency
+/// (chart value `admission.breakGlassGroups`).
+pub const BREAK_GLASS_GROUP: &str = "ito-test:break-glass";
+
 pub struct ControlPlane {
     dir: PathBuf,
     kubeconfig: PathBuf,
@@ -73,6 +77,12 @@ impl ControlPlane {
         config.auth_info.impersonate_groups =
             (!groups.is_empty()).then(|| groups.iter().map(|g| g.to_string()).collect());
         kube::Client::try_from(config).expect("build an impersonating client for the test control plane")
+    }
+
+    /// A cluster admin acting through the break-glass group [`BREAK_GLASS_GROUP`], which the
+    /// admission policies let change operator-owned objects (to simulate drift, or to clean up).
+    pub fn break_glass_client(&self) -> kube::Client {
+        self.client_as("ito-test-break-glass", &["system:masters", BREAK_GLASS_GROUP])
     }
 
     /// The admin `kube::Config`, for building clients with other settings.
@@ -129,7 +139,7 @@ fn bin_dir() -> PathBuf {
     ))
 }
 
-fn pinned_version(tool: &str, module: &str) -> Result<String, String> {
+pub(crate) fn pinned_version(tool: &str, module: &str) -> Result<String, String> {
     let path = super::repo_root().join("tests/tools").join(tool).join("go.mod");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
     text.lines()
@@ -189,7 +199,14 @@ async fn start() -> Result<ControlPlane, String> {
         let port = free_port();
         let process = start_apiserver(&apiserver_bin, &dir, &pki, &etcd_url, port)?;
         let server = format!("https://127.0.0.1:{port}");
-        let kubeconfig = write_kubeconfig(&dir, &server, &pki)?;
+        let kubeconfig = write_kubeconfig(
+            &dir.join("kubeconfig"),
+            &server,
+            &pki,
+            "ito-test-admin",
+            &pki.admin_cert,
+            &pki.admin_key,
+        )?;
         let config = load_config(&kubeconfig).await?;
         match wait_apiserver_ready(&process, &config).await {
             Ok(()) => break (process, server, kubeconfig, config),
@@ -198,7 +215,15 @@ async fn start() -> Result<ControlPlane, String> {
         }
     };
 
-    let controller_manager = start_controller_manager(&controller_manager_bin, &dir, &pki, &kubeconfig)?;
+    let cm_kubeconfig = write_kubeconfig(
+        &dir.join("controller-manager.kubeconfig"),
+        &server,
+        &pki,
+        "system:kube-controller-manager",
+        &pki.controller_manager_cert,
+        &pki.controller_manager_key,
+    )?;
+    let controller_manager = start_controller_manager(&controller_manager_bin, &dir, &pki, &cm_kubeconfig)?;
     wait_controller_manager_ready(&controller_manager, &config).await?;
 
     Ok(ControlPlane { dir, kubeconfig, server, config, etcd, apiserver, controller_manager })
@@ -327,7 +352,14 @@ fn start_apiserver(bin: &Path, dir: &Path, pki: &Pki, etcd_url: &str, port: u16)
     spawn("kube-apiserver", bin, &args, dir).map_err(Failure::into_message)
 }
 
-fn write_kubeconfig(dir: &Path, server: &str, pki: &Pki) -> Result<PathBuf, String> {
+fn write_kubeconfig(
+    file: &Path,
+    server: &str,
+    pki: &Pki,
+    user: &str,
+    cert: &Path,
+    key: &Path,
+) -> Result<PathBuf, String> {
     let path = |p: &Path| p.display().to_string();
     let kubeconfig = serde_json::json!({
         "apiVersion": "v1",
@@ -337,19 +369,19 @@ fn write_kubeconfig(dir: &Path, server: &str, pki: &Pki) -> Result<PathBuf, Stri
             "cluster": { "server": server, "certificate-authority": path(&pki.ca_cert) },
         }],
         "users": [{
-            "name": "ito-test-admin",
+            "name": user,
             "user": {
-                "client-certificate": path(&pki.admin_cert),
-                "client-key": path(&pki.admin_key),
+                "client-certificate": path(cert),
+                "client-key": path(key),
             },
         }],
         "contexts": [{
             "name": "ito-test",
-            "context": { "cluster": "ito-test", "user": "ito-test-admin", "namespace": "default" },
+            "context": { "cluster": "ito-test", "user": user, "namespace": "default" },
         }],
         "current-context": "ito-test",
     });
-    let file = dir.join("kubeconfig");
+    let file = file.to_path_buf();
     let yaml = serde_yaml::to_string(&kubeconfig).map_err(|e| format!("serialize the kubeconfig: {e}"))?;
     std::fs::write(&file, yaml).map_err(|e| format!("write {}: {e}", file.display()))?;
     Ok(file)
@@ -398,7 +430,9 @@ fn start_controller_manager(bin: &Path, dir: &Path, pki: &Pki, kubeconfig: &Path
         "--controllers=*".into(),
         format!("--service-account-private-key-file={}", path(&pki.service_account_key)),
         format!("--root-ca-file={}", path(&pki.ca_cert)),
-        "--use-service-account-credentials=false".into(),
+        // Each controller acts as its own ServiceAccount (namespace-controller,
+        // generic-garbage-collector, ...), the identities the chart's admission policies name.
+        "--use-service-account-credentials=true".into(),
         "--leader-elect=false".into(),
         // No serving port: nothing scrapes it, and it would be one more port to race for.
         "--secure-port=0".into(),

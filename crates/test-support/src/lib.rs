@@ -30,7 +30,7 @@ mod net;
 mod process;
 mod wait;
 
-pub use control_plane::{ControlPlane, tool_path};
+pub use control_plane::{BREAK_GLASS_GROUP, ControlPlane, tool_path};
 pub use moto::{ACCOUNT_ID, Moto, PYTHON_ENV, REGION, test_python};
 pub use net::{free_port, http_request};
 pub use process::{ManagedProcess, log_tail, scratch_dir, spawn_managed};
