@@ -7,7 +7,9 @@
 //! controls, and bad usage exits 2. And the operator publishes the same results as policy
 //! reports, written only when they change.
 
+use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::cloud_fixtures::audit_bucket;
@@ -16,24 +18,77 @@ use crate::operator::{
     create_tenant, wait_ready,
 };
 use imaging_tenant_operator::evidence::controls::CONTROLS;
+use ito_test_support::chart::{CHART, MINIMAL_VALUES, documents, helm_template, kind_of, name_of};
 use ito_test_support::{ControlPlane, Moto, scratch_dir, unique_name, wait_for};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use serde_json::{Value, json};
 
 const SCHEMA: &str = "docs/evidence-report.schema.json";
-/// The admin user of the test control plane, whose client certificate the kubeconfig holds:
-/// `evidence` reads as it.
-const ADMIN_USER: &str = "ito-test-admin";
 
-/// `evidence` with the operator's settings and a clean environment; `args` after the command.
+/// An auditor: a user bound to the rules of the chart's ClusterRole `imagingtenant-auditor`
+/// (copied under a name of this test's own, since the chart's user roles have cluster-wide names
+/// that `chart_install` installs), and a kubeconfig that acts as them. Once for the binary.
+fn auditor(cp: &ControlPlane) -> &'static (PathBuf, String) {
+    static AUDITOR: OnceLock<(PathBuf, String)> = OnceLock::new();
+    AUDITOR.get_or_init(|| {
+        let user = format!("{}@audit.example", unique_name("auditor"));
+        let rendered = helm_template(&[
+            "ito",
+            CHART,
+            "--values",
+            MINIMAL_VALUES,
+            "--show-only",
+            "templates/user-clusterroles.yaml",
+        ]);
+        let mut role = documents(&rendered)
+            .into_iter()
+            .find(|d| kind_of(d) == "ClusterRole" && name_of(d) == "imagingtenant-auditor")
+            .expect("the chart renders the ClusterRole imagingtenant-auditor");
+        let role_name = unique_name("imagingtenant-auditor");
+        role["metadata"] = json!({"name": role_name});
+        let binding = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": role_name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        });
+        let config = cp.config();
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+                        let client = kube::Client::try_from(config).unwrap();
+                        let roles: Api<ClusterRole> = Api::all(client.clone());
+                        roles.create(&Default::default(), &serde_json::from_value(role).unwrap()).await.unwrap();
+                        let bindings: Api<ClusterRoleBinding> = Api::all(client);
+                        bindings.create(&Default::default(), &serde_json::from_value(binding).unwrap()).await.unwrap();
+                    })
+                })
+                .join()
+                .unwrap()
+        });
+        let text = std::fs::read_to_string(cp.kubeconfig_path()).expect("read the admin kubeconfig");
+        let mut kubeconfig: Value = serde_yaml::from_str(&text).expect("parse the admin kubeconfig");
+        kubeconfig["users"][0]["user"]["as"] = json!(user);
+        kubeconfig["users"][0]["user"]["as-groups"] = json!(["system:authenticated"]);
+        let path = scratch_dir("evidence").join("auditor-kubeconfig");
+        std::fs::write(&path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+        (path, user)
+    })
+}
+
+/// `evidence` as the auditor, with the operator's settings and a clean environment; `args`
+/// after the command.
 fn evidence(cp: &ControlPlane, moto: &Moto, audit: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_imaging-tenant-operator"))
         .arg("evidence")
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("KUBECONFIG", cp.kubeconfig_path())
+        .env("KUBECONFIG", &auditor(cp).0)
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -139,7 +194,7 @@ async fn invariant_13_evidence_reports_every_control_from_live_state_and_names_w
     assert!(failing(&report).is_empty(), "every control passes: {:?}", failing(&report));
     assert_eq!(results(&report).len(), CONTROLS.len());
     assert_eq!(report["tenants"][0]["uid"], json!(status_uid(&client, &name).await));
-    assert_eq!(report["readBy"]["kubernetes"]["username"], ADMIN_USER);
+    assert_eq!(report["readBy"]["kubernetes"]["username"], json!(auditor(cp).1), "read as the auditor");
     assert_eq!(report["readBy"]["aws"]["account"], ito_test_support::ACCOUNT_ID);
     let bucket = &status.bucket.unwrap().name;
     let s3_04 = report["tenants"][0]["controls"].as_array().unwrap().iter().find(|c| c["id"] == "ITO-S3-04").unwrap();
