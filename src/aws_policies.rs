@@ -1,6 +1,6 @@
 //! `aws-policies`: print the operator's identity policy, the permissions boundary of the tenant
-//! roles and the guard-rail SCP for one account, partition, region and cluster. Offline: the
-//! documents come from [`crate::desired::account`].
+//! roles, the guard-rail SCP and the read-only policy of `evidence` for one account, partition,
+//! region and cluster. Offline: the documents come from [`crate::desired::account`].
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -53,7 +53,7 @@ pub struct AwsPoliciesArgs {
     /// Name (with its path, if any) of the customer-managed policy used as permissions boundary.
     #[arg(long, default_value = DEFAULT_PERMISSIONS_BOUNDARY_NAME)]
     pub(crate) permissions_boundary_name: String,
-    /// Output format: the three documents with a heading each, or one JSON object.
+    /// Output format: the four documents with a heading each, or one JSON object.
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
     pub(crate) output: Format,
     /// Print only this document, as JSON (what `deploy/iam/` holds).
@@ -72,6 +72,7 @@ pub(crate) enum Document {
     OperatorPolicy,
     PermissionsBoundary,
     GuardrailScp,
+    EvidenceReader,
 }
 
 impl Document {
@@ -80,6 +81,7 @@ impl Document {
             Document::OperatorPolicy => &policies.operator_policy,
             Document::PermissionsBoundary => &policies.permissions_boundary,
             Document::GuardrailScp => &policies.guardrail_scp,
+            Document::EvidenceReader => &policies.evidence_reader,
         }
     }
 }
@@ -196,6 +198,11 @@ pub(crate) fn render(settings: &Settings, format: Format, only: Option<Document>
                 (
                     "Guard-rail service control policy: attach it to the account's organizational unit".to_string(),
                     &policies.guardrail_scp,
+                ),
+                (
+                    "Read-only policy of `evidence`: the session policy of a break-glass (or operator) role session that reports"
+                        .to_string(),
+                    &policies.evidence_reader,
                 ),
             ];
             let mut out = String::new();

@@ -1,11 +1,11 @@
 //! imaging-tenant-operator: `run` the controller, `plan` a manifest offline, print the `crd` and
-//! the `aws-policies` that fence the operator.
+//! the `aws-policies` that fence the operator, and report the `evidence` of every control.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use imaging_tenant_operator::{api, aws_policies, drift_events, plan, run};
+use imaging_tenant_operator::{api, aws_policies, drift_events, evidence, plan, run};
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +37,9 @@ enum Command {
     /// Print the EventBridge rule, SQS queue policy and consumer policy of event-driven drift
     /// detection.
     DriftEvents(Box<drift_events::DriftEventsArgs>),
+    /// Report every control of every tenant, read from the cluster and AWS, for auditors
+    /// (HIPAA 164.312, AWS Config rule names), with a SHA-256 digest.
+    Evidence(Box<evidence::EvidenceArgs>),
 }
 
 fn main() -> ExitCode {
@@ -50,5 +53,6 @@ fn main() -> ExitCode {
         Command::Run(args) => run::main(*args),
         Command::AwsPolicies(args) => aws_policies::main(&args),
         Command::DriftEvents(args) => drift_events::main(&args),
+        Command::Evidence(args) => evidence::main(&args),
     }
 }

@@ -29,6 +29,7 @@ mod bucket;
 pub mod budget;
 mod calls;
 mod error;
+mod evidence;
 mod identity;
 mod key;
 pub mod policy;
@@ -37,6 +38,7 @@ mod sdk;
 
 pub use calls::CallStats;
 pub use error::{CloudError, ErrorClass, ResourceKind};
+pub use evidence::CallerIdentity;
 pub(crate) use resource::Retiring;
 use sdk::SdkResult;
 
