@@ -13,6 +13,7 @@ mod chart_install;
 mod cloud_crash;
 mod cloud_faults;
 mod cloud_provision;
+mod cloud_replication;
 mod cloud_retire;
 mod connectivity;
 mod e2e_isolation;
