@@ -1,11 +1,11 @@
 //! imaging-tenant-operator: `run` the controller, `plan` a manifest offline, print the `crd` and
-//! the `aws-policies` that fence the operator.
+//! the `aws-policies` that fence the operator, and prove replication with a `restore-drill`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use imaging_tenant_operator::{api, aws_policies, plan, run};
+use imaging_tenant_operator::{api, aws_policies, drill, plan, run};
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +34,9 @@ enum Command {
     Crd,
     /// Print the operator's IAM policy, the tenant roles' permissions boundary and a guard-rail SCP.
     AwsPolicies(Box<aws_policies::AwsPoliciesArgs>),
+    /// Prove a tenant's replication with a canary object: write, wait for the replica, read it
+    /// back from the replication region, put delete markers, print the replication time.
+    RestoreDrill(Box<drill::DrillArgs>),
 }
 
 fn main() -> ExitCode {
@@ -46,5 +49,6 @@ fn main() -> ExitCode {
         Command::Plan { file, settings } => plan::main(&file, &settings),
         Command::Run(args) => run::main(*args),
         Command::AwsPolicies(args) => aws_policies::main(&args),
+        Command::RestoreDrill(args) => drill::main(&args),
     }
 }

@@ -20,6 +20,7 @@ mod e2e_isolation;
 mod guardrails;
 mod invariants_kubernetes;
 mod plan_apiserver;
+mod restore_drill;
 mod runtime_leader_election;
 mod runtime_shutdown;
 mod smoke;
