@@ -1199,4 +1199,90 @@ mod tests {
         let s = Settings { partition: "aws-cn".into(), region: "cn-north-1".into(), ..settings() };
         assert_eq!(s3_service(&s), "s3.cn-north-1.amazonaws.com.cn");
     }
+
+    fn replicating(spec: Value) -> ImagingTenant {
+        let mut t = group_a();
+        t.spec.storage.replication = serde_json::from_value(spec).unwrap();
+        t
+    }
+
+    #[test]
+    fn group_a_replicating_with_its_keys() {
+        let key = "arn:aws:kms:eu-central-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        let replica_key = "arn:aws:kms:eu-west-1:111122223333:key/5678abcd-12ab-34cd-56ef-1234567890ab";
+        let t = replicating(json!({"region": "eu-west-1", "replicationTimeControl": true}));
+        insta::assert_yaml_snapshot!(render_with_keys(&t, &settings(), Some(key), Some(replica_key)));
+    }
+
+    #[test]
+    fn whether_and_where_a_tenant_replicates() {
+        let s = settings();
+        let with_default = Settings { replication_region: Some("eu-west-1".into()), ..settings() };
+        let opt_out = Settings { allow_replication_opt_out: true, ..with_default.clone() };
+        let on = |region: &str, opt_out_refused: bool| ReplicationChoice::On {
+            region: region.into(),
+            replication_time_control: false,
+            opt_out_refused,
+        };
+        assert_eq!(ReplicationChoice::of(&group_b(), &s), ReplicationChoice::Off);
+        assert_eq!(ReplicationChoice::of(&group_b(), &with_default), on("eu-west-1", false));
+        let own = replicating(json!({"region": "us-west-2"}));
+        assert_eq!(ReplicationChoice::of(&own, &s), on("us-west-2", false));
+        assert_eq!(ReplicationChoice::of(&own, &with_default), on("us-west-2", false), "the spec wins");
+        let off = replicating(json!({"enabled": false}));
+        assert_eq!(ReplicationChoice::of(&off, &s), ReplicationChoice::OptedOut);
+        assert_eq!(ReplicationChoice::of(&off, &opt_out), ReplicationChoice::OptedOut);
+        assert_eq!(ReplicationChoice::of(&off, &with_default), on("eu-west-1", true), "opt-out not allowed");
+        let nowhere = replicating(json!({}));
+        assert!(matches!(
+            ReplicationChoice::of(&nowhere, &s),
+            ReplicationChoice::Invalid { reason, .. } if reason == "ReplicationRegionMissing"
+        ));
+        let same = replicating(json!({"region": "eu-central-1"}));
+        assert!(matches!(
+            ReplicationChoice::of(&same, &s),
+            ReplicationChoice::Invalid { reason, .. } if reason == "ReplicaRegionIsSourceRegion"
+        ));
+        let china = replicating(json!({"region": "cn-north-1"}));
+        assert!(matches!(
+            ReplicationChoice::of(&china, &s),
+            ReplicationChoice::Invalid { reason, .. } if reason == "ReplicaRegionInOtherPartition"
+        ));
+    }
+
+    #[test]
+    fn the_replication_role_does_only_replication_and_the_tenant_role_only_reads_its_replica() {
+        let key = "arn:aws:kms:eu-central-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        let replica_key = "arn:aws:kms:eu-west-1:111122223333:key/5678abcd-12ab-34cd-56ef-1234567890ab";
+        let aws =
+            render_with_keys(&replicating(json!({"region": "eu-west-1"})), &settings(), Some(key), Some(replica_key));
+        let r = aws.replication.as_ref().unwrap();
+        let source_fence = statement(&aws.bucket.policy, "DenyReplicationRoleAllButReplication");
+        assert_eq!(source_fence["Condition"]["ArnEquals"]["aws:PrincipalArn"], r.role.arn.as_str());
+        let allowed: Vec<&str> =
+            source_fence["NotAction"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        assert!(allowed.contains(&"s3:GetObjectVersionForReplication") && !allowed.contains(&"s3:PutObject"));
+        let replica_fence = statement(&r.bucket.policy, "DenyReplicationRoleAllButReplication");
+        assert_eq!(replica_fence["NotAction"], json!(REPLICATION_DESTINATION_ACTIONS));
+        let tenant_fence = statement(&r.bucket.policy, "DenyTenantRoleAllButReadingReplica");
+        assert_eq!(tenant_fence["Condition"]["ArnEquals"]["aws:PrincipalArn"], aws.role.arn.as_str());
+        assert!(!tenant_fence["NotAction"].to_string().contains("PutObject"));
+        // Each key is used only through S3 in its own region.
+        let decrypt = statement(&r.role.inline_policy, "DecryptSourceThroughS3");
+        assert_eq!(decrypt["Condition"]["StringEquals"]["kms:ViaService"], "s3.eu-central-1.amazonaws.com");
+        let encrypt = statement(&r.role.inline_policy, "EncryptReplicaThroughS3");
+        assert_eq!(encrypt["Resource"], replica_key);
+        assert_eq!(encrypt["Condition"]["StringEquals"]["kms:ViaService"], "s3.eu-west-1.amazonaws.com");
+        assert_eq!(r.bucket.encryption.kms_key_arn, replica_key);
+        assert_eq!(r.bucket.object_lock, aws.bucket.object_lock, "the same retention as the source");
+        assert!(r.bucket.logging.is_none(), "S3 logs only within a region");
+        assert_eq!(r.configuration.replica_kms_key_arn, replica_key);
+        assert!(r.configuration.delete_marker_replication && r.configuration.sse_kms_encrypted_objects);
+        // The source key admits the replication role for decryption only.
+        let source_key = statement(&aws.key.policy, "ReplicationRoleThroughS3");
+        assert_eq!(
+            (source_key["Action"].as_str(), source_key["Principal"]["AWS"].as_str()),
+            (Some("kms:Decrypt"), Some(r.role.arn.as_str()))
+        );
+    }
 }

@@ -313,6 +313,46 @@ async fn a_replica_region_equal_to_the_source_region_is_reported_not_provisioned
 }
 
 #[tokio::test]
+async fn an_opt_out_is_refused_unless_allowed_and_then_stops_replication_and_keeps_the_replica() {
+    let moto = Moto::shared().await;
+    let settings = replicating(settings(None));
+    let mut t = tenant("dr-optout", json!({}));
+    let aws = connect(moto).await;
+    let mut status = KeepIds::default();
+    assert!(all_six_ok(&provision(&aws.cloud, &t, &settings, &mut status).await));
+    let source = status.ids.bucket.clone().unwrap();
+    let replica = status.ids.replica.clone().unwrap();
+
+    // Without --allow-replication-opt-out the tenant keeps replicating, and is told so.
+    t.spec.storage.replication = serde_json::from_value(json!({"enabled": false})).unwrap();
+    let refused = provision(&aws.cloud, &t, &settings, &mut status).await;
+    assert!(all_six_ok(&refused), "{}", verdicts(&refused));
+    let configured = refused.verdicts.iter().find(|v| v.type_ == REPLICATION_CONFIGURED).unwrap();
+    assert_eq!(configured.reason, "OptOutNotAllowed");
+    assert!(configured.message.contains("--allow-replication-opt-out"), "{}", configured.message);
+    assert!(aws.s3.get_bucket_replication().bucket(&source.name).send().await.is_ok());
+
+    // Allowed: the replication rule goes, with an event; the replica and its key stay.
+    let allowing = Settings { allow_replication_opt_out: true, ..settings.clone() };
+    let off = provision(&aws.cloud, &t, &allowing, &mut status).await;
+    assert!(all_ok(&off), "four conditions, all True: {}", verdicts(&off));
+    assert!(
+        off.events.iter().any(|e| e.reason == REPAIRED && e.note.contains("removed the replication configuration")),
+        "{:?}",
+        off.events
+    );
+    let gone = aws.s3.get_bucket_replication().bucket(&source.name).send().await.unwrap_err();
+    assert_eq!(gone.into_service_error().meta().code(), Some("ReplicationConfigurationNotFoundError"));
+    let there = replica_clients(moto);
+    there.s3.head_bucket().bucket(&replica.bucket.clone().unwrap().name).send().await.expect("the replica is kept");
+    let key = there.kms.describe_key().key_id(&replica.key.clone().unwrap().id).send().await.unwrap();
+    assert_eq!(key.key_metadata().unwrap().key_state().unwrap().as_str(), "Enabled");
+    assert_eq!(off.ids.replica, status.ids.replica, "status still records the kept replica");
+    let quiet = provision(&aws.cloud, &t, &allowing, &mut status).await;
+    assert!(quiet.events.is_empty(), "{:?}", quiet.events);
+}
+
+#[tokio::test]
 async fn retain_keeps_the_replica_tagged_retained() {
     let moto = Moto::shared().await;
     let settings = replicating(settings(None));
@@ -401,6 +441,10 @@ async fn a_crash_after_each_aws_write_of_a_replicating_tenant_converges_with_one
         provision(&crashing.cloud, &t, &settings, &mut status).await;
         assert!(crashing.proxy.crashed(), "write {n} was made");
         drop(crashing);
+        // Every other crash also loses the last status patch: the lookups find what was made.
+        if n % 2 == 0 {
+            status = KeepIds::default();
+        }
         let restarted = connect(moto).await;
         let report = provision(&restarted.cloud, &t, &settings, &mut status).await;
         assert!(all_six_ok(&report), "crash after write {n}: {}", verdicts(&report));
@@ -419,5 +463,7 @@ async fn a_crash_after_each_aws_write_of_a_replicating_tenant_converges_with_one
             "crash after write {n}: {here:?} {far:?}"
         );
         assert_eq!(status.ids, report.ids, "crash after write {n}");
+        let quiet = provision(&restarted.cloud, &t, &settings, &mut status).await;
+        assert!(quiet.events.is_empty(), "crash after write {n}: {:?}", quiet.events);
     }
 }
