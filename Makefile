@@ -51,12 +51,19 @@ GOPHER_LUA_VERSION := $(call go_mod_version,lua-health,github.com/yuin/gopher-lu
 LUA_HEALTH_HASH := $(shell cat $(sort $(wildcard $(TOOLS)/lua-health/*.go)) $(TOOLS)/lua-health/go.mod $(TOOLS)/lua-health/go.sum | sha256sum | cut -c1-16)
 LUA_HEALTH := $(BIN_DIR)/lua-health
 
+# kstatus-check (tests/tools/helm4/kstatus) judges objects with kstatus; it shares the helm4
+# module (Helm 4 uses the same Kubernetes packages). Rebuilt when the cli-utils pin or a hash
+# of its sources and the module's go.mod/go.sum changes.
+CLI_UTILS_VERSION := $(call go_mod_version,helm4,sigs.k8s.io/cli-utils)
+KSTATUS_HASH := $(shell cat $(sort $(wildcard $(TOOLS)/helm4/kstatus/*.go)) $(TOOLS)/helm4/go.mod $(TOOLS)/helm4/go.sum | sha256sum | cut -c1-16)
+KSTATUS_CHECK := $(BIN_DIR)/kstatus-check
+
 .PHONY: test k8s-bin moto fmt-check lint crds iam-policies netpol-crds tools-test
 
 test: k8s-bin moto image-build-deps
 	cargo test --locked --all-targets
 
-k8s-bin: $(K8S_BINARIES) $(NETPOL_VERDICT) $(LUA_HEALTH) netpol-crds
+k8s-bin: $(K8S_BINARIES) $(NETPOL_VERDICT) $(LUA_HEALTH) $(KSTATUS_CHECK) netpol-crds
 
 # Each binary is written under a temporary name and renamed, so an interrupted
 # build never leaves a truncated binary that later runs would take as cached.
@@ -96,6 +103,15 @@ $(LUA_HEALTH): $(BIN_DIR)/.lua-health-$(GOPHER_LUA_VERSION)-$(LUA_HEALTH_HASH)
 $(BIN_DIR)/.lua-health-$(GOPHER_LUA_VERSION)-$(LUA_HEALTH_HASH):
 	@mkdir -p $(BIN_DIR)
 	rm -f $(BIN_DIR)/.lua-health-*
+	touch $@
+
+$(KSTATUS_CHECK): $(BIN_DIR)/.kstatus-check-$(CLI_UTILS_VERSION)-$(KSTATUS_HASH)
+	cd $(TOOLS)/helm4 && $(GO_BUILD) -ldflags='-s -w' -o $@.partial ./kstatus
+	mv $@.partial $@
+
+$(BIN_DIR)/.kstatus-check-$(CLI_UTILS_VERSION)-$(KSTATUS_HASH):
+	@mkdir -p $(BIN_DIR)
+	rm -f $(BIN_DIR)/.kstatus-check-*
 	touch $@
 
 # The policy.networking.k8s.io CRDs, copied from the module cache: AdminNetworkPolicy and

@@ -18,6 +18,7 @@ mod connectivity;
 mod e2e_isolation;
 mod guardrails;
 mod invariants_kubernetes;
+mod kstatus;
 mod plan_apiserver;
 mod runtime_leader_election;
 mod runtime_shutdown;
