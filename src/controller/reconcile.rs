@@ -137,6 +137,11 @@ async fn apply(tenant: &ImagingTenant, ctx: &Context) -> Result<Action, Error> {
     };
     write_status(tenant, ctx, previous.as_ref(), verdicts, &claims.owned, aws.ids, guarding).await?;
 
+    // Failed steps are counted by category, AWS's by error class (access_denied, throttled, ...).
+    let failures = claims.error.iter().chain(applied.errors()).chain(cluster_policy.as_ref().err());
+    for category in failures.map(Error::category).chain(aws.failure) {
+        ctx.metrics.failed(category);
+    }
     let pass = Pass {
         retryable_failure: applied.errors().chain(claims.error.as_ref()).any(Error::is_retryable)
             || cluster_policy.as_ref().is_err_and(Error::is_retryable)
@@ -234,6 +239,8 @@ struct AwsOutcome {
     verdicts: Vec<Verdict>,
     ids: CloudIds,
     retryable_failure: bool,
+    /// The category of the first AWS failure of this pass, when AWS was called.
+    failure: Option<&'static str>,
 }
 
 /// AWS is provisioned only with every namespace owned, so the role's trust policy never names a
@@ -247,6 +254,7 @@ async fn verify_aws(tenant: &ImagingTenant, ctx: &Context, claims: &Claims, want
         verdicts: AWS_PARTS.iter().map(|part| Verdict::failed(part, reason, message)).collect(),
         ids: known.clone(),
         retryable_failure: false,
+        failure: None,
     };
     if claims.incomplete(wanted) || claims.owned.is_empty() {
         return pending(
@@ -256,7 +264,9 @@ async fn verify_aws(tenant: &ImagingTenant, ctx: &Context, claims: &Claims, want
     }
     if !ctx.aws_checks.due(tenant, uid, ctx.resync_interval) {
         return match ctx.aws_checks.last(uid) {
-            Some(last) => AwsOutcome { verdicts: last.verdicts, ids: last.ids, retryable_failure: false },
+            Some(last) => {
+                AwsOutcome { verdicts: last.verdicts, ids: last.ids, retryable_failure: false, failure: None }
+            }
             None => pending("Pending", "AWS resources were not verified yet"),
         };
     }
@@ -269,7 +279,12 @@ async fn verify_aws(tenant: &ImagingTenant, ctx: &Context, claims: &Claims, want
         ctx.events.publish(tenant, EventType::Normal, e.reason, "ReconcileAws", e.note).await;
     }
     ctx.aws_checks.record(tenant, uid, &verdicts, &ids);
-    AwsOutcome { verdicts, ids, retryable_failure: error.as_ref().is_some_and(|e| e.is_retryable()) }
+    AwsOutcome {
+        verdicts,
+        ids,
+        retryable_failure: error.as_ref().is_some_and(|e| e.is_retryable()),
+        failure: error.as_ref().map(|e| e.category()),
+    }
 }
 
 /// The status from the verdicts, written only when it differs from the stored one.
@@ -285,6 +300,7 @@ async fn write_status(
     let previous = stored.cloned().unwrap_or_default();
     let next = status::build(tenant, &previous, verdicts, owned, ids, guarding);
     ctx.metrics.tenant_ready(tenant_uid(tenant), cond::is_true(&next.conditions, cond::READY));
+    ctx.metrics.tenant_conditions(tenant_uid(tenant), &tenant.name_any(), &next.conditions);
     status::write_if_changed(&ctx.client, tenant, stored, &next).await?;
     Ok(())
 }

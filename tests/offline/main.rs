@@ -11,5 +11,6 @@ mod desired_kubernetes;
 mod doc_links;
 mod gitops_health;
 mod iam_parliament;
+mod monitoring;
 mod plan_corpus;
 mod plan_output;
