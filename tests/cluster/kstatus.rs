@@ -94,6 +94,21 @@ async fn kstatus_reads_every_state_of_a_tenant_right() {
     let mut op = Operator::start(cp, moto).await;
     let api: Api<ImagingTenant> = Api::all(client.clone());
 
+    // Before the operator has written anything (no operator has this shard): the API server
+    // shows observedGeneration 0, so the tenant is not taken for Current.
+    let unseen = unique_name("kst");
+    let manifest = json!({
+        "apiVersion": "imaging.tenancy.dev/v1alpha1",
+        "kind": "ImagingTenant",
+        "metadata": {"name": unseen, "labels": {crate::operator::SHARD_LABEL: unique_name("no-operator")}},
+        "spec": {},
+    });
+    create_tenant(&client, &manifest).await;
+    let object = stored(&client, &unseen).await;
+    assert_eq!(object["status"], json!({"observedGeneration": 0}), "{object}");
+    assert_judged(&object, "InProgress", "Progressing");
+    api.delete(&unseen, &Default::default()).await.unwrap();
+
     // Provisioning: every status the tenant goes through, from the watch, until it is Ready.
     let name = unique_name("kst");
     let second = format!("{name}-pacs");
@@ -211,4 +226,51 @@ async fn kstatus_reads_every_state_of_a_tenant_right() {
         }
     })
     .await;
+}
+
+/// Helm 4's `--wait` judges every object of a release with kstatus: a release holding a tenant
+/// is deployed only once the tenant is Ready, and one whose tenant is Stalled fails at once with
+/// the Stalled message instead of running into its timeout.
+#[tokio::test]
+async fn helm4_install_wait_waits_for_the_tenant_and_fails_at_once_when_it_is_stalled() {
+    let cp = ControlPlane::shared().await;
+    let moto = Moto::shared().await;
+    let client = cp.client();
+    let op = Operator::start(cp, moto).await;
+    let api: Api<ImagingTenant> = Api::all(client.clone());
+    let namespace = ito_test_support::create_namespace(&client, "helm-wait").await;
+    let install = |release: &str, set: String| {
+        let mut cmd = ito_test_support::chart::helm4();
+        cmd.args(["install", release, "tests/fixtures/charts/tenant", "--namespace", &namespace])
+            .args(["--set", &set, "--wait", "--timeout", "3m", "--kubeconfig"])
+            .arg(cp.kubeconfig_path());
+        cmd
+    };
+
+    let name = unique_name("waited");
+    let started = std::time::Instant::now();
+    let out = ito_test_support::chart::output(install(&name, format!("name={name},shard={}", op.shard)), None);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "helm4 install --wait: {text}");
+    let t = api.get(&name).await.unwrap();
+    assert!(
+        condition::is_true(&t.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default(), condition::READY),
+        "helm4 returned after {:?} with the tenant not Ready: {:?}",
+        started.elapsed(),
+        conditions(&t)
+    );
+
+    let stalled = unique_name("waited");
+    let foreign = format!("{stalled}-legacy");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": foreign}})).unwrap())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let set = format!("name={stalled},shard={},namespaces={{{stalled},{foreign}}}", op.shard);
+    let out = ito_test_support::chart::output(install(&stalled, set), None);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "helm4 install --wait succeeded with a Stalled tenant: {text}");
+    assert!(started.elapsed() < Duration::from_secs(120), "it failed only after {:?}: {text}", started.elapsed());
+    assert!(text.contains("Failed") && text.contains(&foreign), "helm4 names the failure: {text}");
 }
