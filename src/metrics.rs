@@ -1,6 +1,7 @@
 //! Prometheus metrics of the operator, served on `/metrics`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use prometheus_client::registry::Registry;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use crate::cloud::CallStats;
+use crate::cloud::budget::{BudgetStats, DEFAULTS};
 
 /// Every value a condition's status can take; each gets a series, 1 for the current one.
 const CONDITION_STATUSES: [&str; 3] = ["True", "False", "Unknown"];
@@ -57,8 +59,31 @@ pub(crate) struct AwsCallLabels {
     pub(crate) outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct BudgetLabels {
+    pub(crate) budget: String,
+}
+
+/// The request budgets' figures (see `cloud::budget`).
+#[derive(Default)]
+struct BudgetFamilies {
+    requests: Family<BudgetLabels, Counter>,
+    wait_seconds: Family<BudgetLabels, Counter<f64, AtomicU64>>,
+    throttles: Family<BudgetLabels, Counter>,
+    rate: Family<BudgetLabels, Gauge<f64, AtomicU64>>,
+    /// What was already added to the counters.
+    exported: Mutex<BTreeMap<&'static str, BudgetStats>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DriftLabels {
+    pub(crate) outcome: String,
+}
+
 pub(crate) struct Metrics {
     pub(crate) registry: Mutex<Registry>,
+    drift_events: Family<DriftLabels, Counter>,
+    budgets: BudgetFamilies,
     reconciliations: Family<OutcomeLabels, Counter>,
     errors: Family<CategoryLabels, Counter>,
     duration: Histogram,
@@ -123,6 +148,35 @@ impl Metrics {
             kubernetes_requests.clone(),
         );
         registry.register("watch_restarts", "Watch streams that failed and were restarted", watch_restarts.clone());
+        let drift_events = Family::<DriftLabels, Counter>::default();
+        registry.register(
+            "drift_events",
+            "CloudTrail drift events read from the queue, by outcome (matched, unknown, malformed, duplicate, own)",
+            drift_events.clone(),
+        );
+        for outcome in ["matched", "unknown", "malformed", "duplicate", "own"] {
+            let _ = drift_events.get_or_create(&DriftLabels { outcome: outcome.into() });
+        }
+        let budgets = BudgetFamilies::default();
+        registry.register("aws_budget_requests", "AWS requests by request budget", budgets.requests.clone());
+        registry.register(
+            "aws_budget_wait_seconds",
+            "Time AWS requests waited for their request budget",
+            budgets.wait_seconds.clone(),
+        );
+        registry.register(
+            "aws_budget_throttles",
+            "Throttling answers from AWS by request budget (each halves the budget's rate for a while)",
+            budgets.throttles.clone(),
+        );
+        registry.register(
+            "aws_budget_rate",
+            "Requests per second a request budget allows now (below its configured rate after throttling)",
+            budgets.rate.clone(),
+        );
+        for (name, rate) in DEFAULTS {
+            budgets.rate.get_or_create(&BudgetLabels { budget: name.into() }).set(rate);
+        }
         // Every family shows from the first scrape, before the first reconcile.
         for outcome in ["ok", "error"] {
             let _ = reconciliations.get_or_create(&OutcomeLabels { outcome: outcome.into() });
@@ -132,6 +186,8 @@ impl Metrics {
         }
         Metrics {
             registry: Mutex::new(root),
+            drift_events,
+            budgets,
             reconciliations,
             errors,
             duration,
@@ -175,6 +231,25 @@ impl Metrics {
                 .inc_by(*n);
         }
         self.aws_writes.inc_by(delta.writes);
+        *exported = now.clone();
+    }
+
+    pub(crate) fn drift_event(&self, outcome: &str) {
+        self.drift_events.get_or_create(&DriftLabels { outcome: outcome.into() }).inc();
+    }
+
+    /// Adds what the request budgets counted since the last call, and their current rates.
+    pub(crate) fn record_budgets(&self, now: &BTreeMap<&'static str, BudgetStats>) {
+        let mut exported = self.budgets.exported.lock().expect("lock");
+        for (name, stats) in now {
+            let labels = BudgetLabels { budget: name.to_string() };
+            let before = exported.get(name).cloned().unwrap_or_default();
+            self.budgets.requests.get_or_create(&labels).inc_by(stats.requests.saturating_sub(before.requests));
+            self.budgets.throttles.get_or_create(&labels).inc_by(stats.throttled.saturating_sub(before.throttled));
+            let waited = stats.waited.saturating_sub(before.waited).as_secs_f64();
+            self.budgets.wait_seconds.get_or_create(&labels).inc_by(waited);
+            self.budgets.rate.get_or_create(&labels).set(stats.rate);
+        }
         *exported = now.clone();
     }
 
