@@ -1,6 +1,6 @@
 //! `aws-policies`: print the operator's identity policy, the permissions boundary of the tenant
-//! roles and the guard-rail SCP for one account, partition, region and cluster. Offline: the
-//! documents come from [`crate::desired::account`].
+//! roles, the guard-rail SCP and the read-only policy of `evidence` for one account, partition,
+//! region and cluster. Offline: the documents come from [`crate::desired::account`].
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -57,7 +57,7 @@ pub struct AwsPoliciesArgs {
     /// Name (with its path, if any) of the customer-managed policy used as permissions boundary.
     #[arg(long, default_value = DEFAULT_PERMISSIONS_BOUNDARY_NAME)]
     pub(crate) permissions_boundary_name: String,
-    /// Output format: the three documents with a heading each, or one JSON object.
+    /// Output format: the four documents with a heading each, or one JSON object.
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
     pub(crate) output: Format,
     /// Print only this document, as JSON (what `deploy/iam/` holds).
@@ -76,6 +76,7 @@ pub(crate) enum Document {
     OperatorPolicy,
     PermissionsBoundary,
     GuardrailScp,
+    EvidenceReader,
     /// Needs --replication-region.
     RestoreDrillPolicy,
 }
@@ -86,6 +87,7 @@ impl Document {
             Document::OperatorPolicy => Some(&policies.operator_policy),
             Document::PermissionsBoundary => Some(&policies.permissions_boundary),
             Document::GuardrailScp => Some(&policies.guardrail_scp),
+            Document::EvidenceReader => Some(&policies.evidence_reader),
             Document::RestoreDrillPolicy => policies.restore_drill_policy.as_ref(),
         }
     }
@@ -214,6 +216,11 @@ pub(crate) fn render(settings: &Settings, format: Format, only: Option<Document>
                 (
                     "Guard-rail service control policy: attach it to the account's organizational unit".to_string(),
                     &policies.guardrail_scp,
+                ),
+                (
+                    "Read-only policy of `evidence`: the session policy of a break-glass (or operator) role session that reports"
+                        .to_string(),
+                    &policies.evidence_reader,
                 ),
             ];
             if let Some(drill) = &policies.restore_drill_policy {

@@ -11,6 +11,7 @@ mod controller;
 pub mod desired;
 pub mod drift_events;
 pub mod drill;
+pub mod evidence;
 mod metrics;
 pub mod plan;
 pub mod run;

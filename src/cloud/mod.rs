@@ -37,6 +37,7 @@ mod bucket;
 pub mod budget;
 mod calls;
 mod error;
+mod evidence;
 mod identity;
 mod key;
 pub mod policy;
@@ -46,6 +47,7 @@ mod sdk;
 
 pub use calls::CallStats;
 pub use error::{CloudError, ErrorClass, ResourceKind};
+pub use evidence::CallerIdentity;
 pub(crate) use resource::Retiring;
 use sdk::SdkResult;
 

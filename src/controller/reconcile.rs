@@ -258,6 +258,7 @@ async fn verify_aws(tenant: &ImagingTenant, ctx: &Context, claims: &Claims, want
         ctx.events.publish(tenant, EventType::Normal, e.reason, "ReconcileAws", e.note).await;
     }
     ctx.aws_checks.record(tenant, uid, &verdicts, &ids);
+    super::reports::publish(tenant, ctx).await;
     AwsOutcome { verdicts, ids, retryable_failure: error.as_ref().is_some_and(|e| e.is_retryable()) }
 }
 

@@ -74,7 +74,7 @@ pub const REPLICATION_CONFIGURATION_ACTIONS: [&str; 2] =
 pub const OPERATOR_DENIED_KEY_ACTIONS: [&str; 4] =
     ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"];
 
-/// The three documents of `aws-policies`.
+/// The four documents of `aws-policies`.
 #[derive(serde::Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct AccountPolicies {
@@ -84,18 +84,21 @@ pub struct AccountPolicies {
     pub permissions_boundary: Value,
     /// Recommended service control policy for the account (or its OU).
     pub guardrail_scp: Value,
+    /// Read-only identity policy for `evidence`.
+    pub evidence_reader: Value,
     /// What `restore-drill` uses, with a replication region.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restore_drill_policy: Option<Value>,
 }
 
-/// All three policies for these settings (`operator_role_arn`, `permissions_boundary_arn` and
+/// All four policies for these settings (`operator_role_arn`, `permissions_boundary_arn` and
 /// `break_glass_role_arn` as `aws-policies` builds them).
 pub fn policies(settings: &Settings) -> AccountPolicies {
     AccountPolicies {
         operator_policy: operator_policy(settings),
         permissions_boundary: permissions_boundary_policy(settings),
         guardrail_scp: guardrail_scp(settings),
+        evidence_reader: evidence_reader_policy(settings),
         restore_drill_policy: restore_drill_policy(settings),
     }
 }
@@ -588,9 +591,69 @@ pub fn guardrail_scp(settings: &Settings) -> Value {
     json!({"Version": POLICY_VERSION, "Statement": statements})
 }
 
+/// KMS actions `evidence` calls on a tenant key; the key policy grants them to its
+/// administrators.
+pub const EVIDENCE_KEY_READ_ACTIONS: [&str; 5] =
+    ["kms:DescribeKey", "kms:GetKeyPolicy", "kms:GetKeyRotationStatus", "kms:ListGrants", "kms:ListResourceTags"];
+
+/// The identity policy of whoever runs `evidence`: reads of the settings of tenant buckets
+/// (`HeadBucket` is `s3:ListBucket`), keys and roles, and nothing else. Tenant bucket and key
+/// policies admit such reads only from the operator and break-glass roles, so it is meant as
+/// the session policy of a read-only session of one of them (see docs/compliance.md).
+pub fn evidence_reader_policy(settings: &Settings) -> Value {
+    let bucket_reads: Vec<&str> =
+        BUCKET_READ_ACTIONS.iter().copied().filter(|a| *a != "s3:ListBucketVersions").collect();
+    json!({
+        "Version": POLICY_VERSION,
+        "Statement": [
+            {
+                "Sid": "ReadTenantBucketSettings",
+                "Effect": "Allow",
+                "Action": bucket_reads,
+                "Resource": tenant_buckets_arn(settings),
+            },
+            {
+                "Sid": "ReadTenantKeys",
+                "Effect": "Allow",
+                "Action": EVIDENCE_KEY_READ_ACTIONS,
+                "Resource": keys_arn(settings),
+            },
+            {
+                "Sid": "ReadTenantRoles",
+                "Effect": "Allow",
+                "Action": ROLE_READ_ACTIONS,
+                "Resource": tenant_roles_arn(settings),
+            },
+            {
+                "Sid": "WhoAmI",
+                "Effect": "Allow",
+                "Action": "sts:GetCallerIdentity",
+                "Resource": "*",
+            },
+        ]
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_evidence_reader_only_reads() {
+        let policy = evidence_reader_policy(&settings());
+        for statement in policy["Statement"].as_array().unwrap() {
+            assert_eq!(statement["Effect"], "Allow");
+            let actions: Vec<&str> = match &statement["Action"] {
+                Value::String(a) => vec![a.as_str()],
+                other => other.as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect(),
+            };
+            for action in actions {
+                let verb = action.split_once(':').unwrap().1;
+                assert!(["Get", "List", "Describe"].iter().any(|p| verb.starts_with(p)), "{action} is not a read");
+            }
+        }
+        assert!(policy.to_string().contains(ROLES));
+    }
 
     fn settings() -> Settings {
         Settings {

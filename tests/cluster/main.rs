@@ -18,6 +18,7 @@ mod cloud_retire;
 mod connectivity;
 mod drift_events;
 mod e2e_isolation;
+mod evidence;
 mod guardrails;
 mod invariants_kubernetes;
 mod plan_apiserver;

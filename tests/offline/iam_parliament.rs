@@ -1,6 +1,6 @@
 //! Every IAM policy the operator generates (`aws-policies`: operator policy, permissions
-//! boundary, guard-rail SCP) or renders for a tenant (role trust and inline policy, bucket
-//! policy, key policy) passes `parliament` with no finding above LOW, except those suppressed,
+//! boundary, guard-rail SCP, evidence reader) or renders for a tenant (role trust and inline
+//! policy, bucket policy, key policy) passes `parliament` with no finding above LOW, except those suppressed,
 //! each with its reason, in `deploy/iam/parliament.yaml`. And `deploy/iam/` is exactly what
 //! `aws-policies` prints for the Makefile's placeholder values.
 
@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_imaging-tenant-operator");
 const PARLIAMENT_CONFIG: &str = "deploy/iam/parliament.yaml";
-const DOCUMENTS: [&str; 4] = ["operator-policy", "permissions-boundary", "guardrail-scp", "restore-drill-policy"];
+const DOCUMENTS: [&str; 5] =
+    ["operator-policy", "permissions-boundary", "guardrail-scp", "evidence-reader", "restore-drill-policy"];
 
 fn repo(path: &str) -> std::path::PathBuf {
     repo_root().join(path)
@@ -191,6 +192,7 @@ fn parliament_finds_nothing_above_low_in_any_policy() {
     policies.insert("operator-policy".into(), generated.operator_policy);
     policies.insert("permissions-boundary".into(), generated.permissions_boundary);
     policies.insert("guardrail-scp".into(), generated.guardrail_scp);
+    policies.insert("evidence-reader".into(), generated.evidence_reader);
     policies.insert("restore-drill-policy".into(), generated.restore_drill_policy.expect("with a replication region"));
     // The checked-in files too, in case they were edited by hand (the drift test says so as well).
     for document in DOCUMENTS {
