@@ -1,6 +1,6 @@
 //! imaging-tenant-operator: `run` the controller, `plan` a manifest offline, print the `crd` and
-//! the `aws-policies` that fence the operator, report the `evidence` of every control, and
-//! prove replication with a `restore-drill`.
+//! the `aws-policies` that fence the operator, report the `evidence` of every control, and prove
+//! replication with a `restore-drill`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
