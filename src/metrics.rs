@@ -1,6 +1,7 @@
 //! Prometheus metrics of the operator, served on `/metrics`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::cloud::CallStats;
+use crate::cloud::budget::{BudgetStats, DEFAULTS};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct OutcomeLabels {
@@ -47,8 +49,25 @@ pub(crate) struct AwsCallLabels {
     pub(crate) outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct BudgetLabels {
+    pub(crate) budget: String,
+}
+
+/// The request budgets' figures (see `cloud::budget`).
+#[derive(Default)]
+struct BudgetFamilies {
+    requests: Family<BudgetLabels, Counter>,
+    wait_seconds: Family<BudgetLabels, Counter<f64, AtomicU64>>,
+    throttles: Family<BudgetLabels, Counter>,
+    rate: Family<BudgetLabels, Gauge<f64, AtomicU64>>,
+    /// What was already added to the counters.
+    exported: Mutex<BTreeMap<&'static str, BudgetStats>>,
+}
+
 pub(crate) struct Metrics {
     pub(crate) registry: Mutex<Registry>,
+    budgets: BudgetFamilies,
     reconciliations: Family<OutcomeLabels, Counter>,
     errors: Family<CategoryLabels, Counter>,
     duration: Histogram,
@@ -96,6 +115,26 @@ impl Metrics {
             kubernetes_requests.clone(),
         );
         registry.register("watch_restarts", "Watch streams that failed and were restarted", watch_restarts.clone());
+        let budgets = BudgetFamilies::default();
+        registry.register("aws_budget_requests", "AWS requests by request budget", budgets.requests.clone());
+        registry.register(
+            "aws_budget_wait_seconds",
+            "Time AWS requests waited for their request budget",
+            budgets.wait_seconds.clone(),
+        );
+        registry.register(
+            "aws_budget_throttles",
+            "Throttling answers from AWS by request budget (each halves the budget's rate for a while)",
+            budgets.throttles.clone(),
+        );
+        registry.register(
+            "aws_budget_rate",
+            "Requests per second a request budget allows now (below its configured rate after throttling)",
+            budgets.rate.clone(),
+        );
+        for (name, rate) in DEFAULTS {
+            budgets.rate.get_or_create(&BudgetLabels { budget: name.into() }).set(rate);
+        }
         // Every family shows from the first scrape, before the first reconcile.
         for outcome in ["ok", "error"] {
             let _ = reconciliations.get_or_create(&OutcomeLabels { outcome: outcome.into() });
@@ -112,6 +151,7 @@ impl Metrics {
         );
         Metrics {
             registry: Mutex::new(registry),
+            budgets,
             reconciliations,
             errors,
             duration,
@@ -155,6 +195,21 @@ impl Metrics {
                 .inc_by(*n);
         }
         self.aws_writes.inc_by(delta.writes);
+        *exported = now.clone();
+    }
+
+    /// Adds what the request budgets counted since the last call, and their current rates.
+    pub(crate) fn record_budgets(&self, now: &BTreeMap<&'static str, BudgetStats>) {
+        let mut exported = self.budgets.exported.lock().expect("lock");
+        for (name, stats) in now {
+            let labels = BudgetLabels { budget: name.to_string() };
+            let before = exported.get(name).cloned().unwrap_or_default();
+            self.budgets.requests.get_or_create(&labels).inc_by(stats.requests.saturating_sub(before.requests));
+            self.budgets.throttles.get_or_create(&labels).inc_by(stats.throttled.saturating_sub(before.throttled));
+            let waited = stats.waited.saturating_sub(before.waited).as_secs_f64();
+            self.budgets.wait_seconds.get_or_create(&labels).inc_by(waited);
+            self.budgets.rate.get_or_create(&labels).set(stats.rate);
+        }
         *exported = now.clone();
     }
 

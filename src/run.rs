@@ -60,6 +60,13 @@ pub struct RunArgs {
     /// KMS CreateKey calls per second across all tenants (KMS allows 5/s per account and region).
     #[arg(long, env = "ITO_AWS_MAX_CREATE_KEY_PER_SECOND", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=50))]
     pub(crate) aws_max_create_key_per_second: u32,
+    /// Request budget of a group of AWS operations, NAME=RATE in requests per second (repeat, or
+    /// comma-separate in the environment), e.g. kms:PutKeyPolicy=2 or iam:write=3. Budgets:
+    /// kms:CreateKey, kms:CreateAlias, kms:PutKeyPolicy, kms:EnableKeyRotation, kms:TagResource,
+    /// kms:ScheduleKeyDeletion, kms:write, kms:read, s3:write, s3:read, iam:write, iam:read, sts,
+    /// other. A throttling answer halves a budget for a minute.
+    #[arg(long = "aws-budget", env = "ITO_AWS_BUDGET", value_delimiter = ',', value_parser = crate::cloud::budget::parse_override)]
+    pub(crate) aws_budgets: Vec<(String, f64)>,
     /// Address of the Prometheus /metrics endpoint.
     #[arg(long, env = "ITO_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub(crate) metrics_addr: SocketAddr,
@@ -173,6 +180,7 @@ async fn readyz(State(h): State<Health>) -> (StatusCode, &'static str) {
 
 async fn metrics(State(h): State<Health>) -> ([(&'static str, &'static str); 1], String) {
     h.metrics.record_aws(&h.cloud.calls());
+    h.metrics.record_budgets(&h.cloud.budgets());
     ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], h.metrics.encode())
 }
 
@@ -203,7 +211,11 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let cloud = Cloud::connect(&AwsOptions {
         region: args.settings.aws_region.clone().unwrap_or_default(),
         endpoint_url: args.aws_endpoint_url.clone(),
-        max_create_key_per_second: args.aws_max_create_key_per_second,
+        budgets: {
+            let mut budgets: std::collections::BTreeMap<String, f64> = args.aws_budgets.iter().cloned().collect();
+            budgets.entry("kms:CreateKey".into()).or_insert(f64::from(args.aws_max_create_key_per_second));
+            budgets
+        },
     })
     .await?;
     let (account_id, caller) = cloud.caller_identity().await?;

@@ -177,7 +177,6 @@ impl Aws {
         // this pass, and the next one looks the key up by its tag before creating anything.
         // Only a throttled request, which KMS refused before doing anything, is retried here.
         let create = move || async move {
-            self.create_key.acquire().await;
             self.kms
                 .create_key()
                 .description(&want.description)

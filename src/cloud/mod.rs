@@ -9,6 +9,7 @@
 //! deterministic names, the key by its recorded ID, then its alias, then its tags), every create
 //! carries the tenant's tags, and every new ID is handed to [`Progress`] before the next call.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,8 @@ use async_trait::async_trait;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponentsBuilder;
+use aws_smithy_runtime_api::client::runtime_plugin::RuntimePlugin;
 
 use crate::api::condition::{BUCKET_READY, BUCKET_SECURED, DELETION_BLOCKED, IDENTITY_READY, KEY_READY, Verdict};
 use crate::api::{BucketStatus, DeletionPolicy, ImagingTenant, KeyStatus, RoleStatus};
@@ -23,13 +26,13 @@ use crate::config::Settings;
 use crate::desired::aws::{BucketSpec, KeySpec, RoleSpec, TenantAws, render_with};
 
 mod bucket;
+pub mod budget;
 mod calls;
 mod error;
 mod evidence;
 mod identity;
 mod key;
 pub mod policy;
-mod rate;
 mod resource;
 mod sdk;
 
@@ -98,13 +101,13 @@ pub enum Retirement {
 }
 
 /// How to reach AWS.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct AwsOptions {
     pub region: String,
     /// An emulator or VPC endpoint for every service; S3 then uses path-style addressing.
     pub endpoint_url: Option<String>,
-    /// KMS CreateKey calls per second, shared by all tenants (0: no limit).
-    pub max_create_key_per_second: u32,
+    /// Request budgets (requests per second) that differ from [`budget::DEFAULTS`].
+    pub budgets: BTreeMap<String, f64>,
 }
 
 /// The SDK retries throttling (SlowDown, ThrottlingException, Throttling, ...), 5xx answers,
@@ -241,8 +244,8 @@ pub(crate) struct Aws {
     pub(crate) kms: aws_sdk_kms::Client,
     pub(crate) s3: aws_sdk_s3::Client,
     pub(crate) sts: aws_sdk_sts::Client,
-    pub(crate) create_key: rate::RateLimiter,
     pub(crate) calls: calls::CallCounter,
+    pub(crate) budgets: Arc<budget::Budgets>,
     pub(crate) bucket_owner: sdk::ExpectedBucketOwner,
 }
 
@@ -285,6 +288,14 @@ impl Cloud {
             .build();
         let region = Region::new(opts.region.clone());
         let endpoint = opts.endpoint_url.clone().or_else(|| config.endpoint_url().map(str::to_string));
+        // Every request waits for its budget; the HTTP client is the one the SDK would use.
+        let budgets = Arc::new(budget::Budgets::new(&opts.budgets));
+        let inner = config.http_client().or_else(|| {
+            aws_smithy_runtime::client::defaults::default_http_client_plugin_v2(BehaviorVersion::latest()).and_then(
+                |plugin| plugin.runtime_components(&RuntimeComponentsBuilder::new("default client")).http_client(),
+            )
+        });
+        let http_client = inner.map(|inner| budget::BudgetedHttpClient::new(inner, budgets.clone()));
 
         macro_rules! client {
             ($sdk:ident) => {{
@@ -292,7 +303,11 @@ impl Cloud {
                     .region(region.clone())
                     .retry_config(retry.clone())
                     .timeout_config(timeouts.clone())
-                    .interceptor(calls.clone());
+                    .interceptor(calls.clone())
+                    .interceptor(budget::BudgetTag::new(budgets.clone()));
+                if let Some(client) = &http_client {
+                    b = b.http_client(client.clone());
+                }
                 if let Some(url) = &endpoint {
                     b = b.endpoint_url(url);
                 }
@@ -307,8 +322,8 @@ impl Cloud {
                 kms: aws_sdk_kms::Client::from_conf(client!(aws_sdk_kms).build()),
                 s3: aws_sdk_s3::Client::from_conf(s3),
                 sts: aws_sdk_sts::Client::from_conf(client!(aws_sdk_sts).build()),
-                create_key: rate::RateLimiter::new(opts.max_create_key_per_second),
                 calls,
+                budgets,
                 bucket_owner,
             }),
         }
@@ -336,6 +351,11 @@ impl Cloud {
     /// Counts of the AWS calls made so far.
     pub fn calls(&self) -> CallStats {
         self.aws.calls.snapshot()
+    }
+
+    /// What each request budget did since this `Cloud` was built.
+    pub fn budgets(&self) -> BTreeMap<&'static str, budget::BudgetStats> {
+        self.aws.budgets.snapshot()
     }
 
     /// Creates or repairs the tenant's role, key and bucket, and verifies every setting.

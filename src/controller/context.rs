@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::Store;
@@ -110,9 +112,41 @@ fn delay(failures: u32, jitter: f64) -> Duration {
 /// The last AWS verification of each tenant. AWS is read again only when it is due (invariant 8:
 /// on resync, on a spec change, on request, or while something failed); in between, its verdicts
 /// stand. Kept in memory rather than read back from a status the watch cache may not show yet.
-#[derive(Default)]
 pub(crate) struct AwsChecks {
     checks: Mutex<HashMap<String, AwsCheck>>,
+    /// Where the tenants' phases in the resync interval are counted from.
+    epoch: Instant,
+}
+
+impl Default for AwsChecks {
+    fn default() -> Self {
+        AwsChecks { checks: Mutex::default(), epoch: Instant::now() }
+    }
+}
+
+/// The tenant's fixed place in the resync interval, from its UID: verifications of many tenants
+/// spread evenly over the interval whenever the tenants were created or the operator started.
+fn phase(uid: &str, resync_interval: Duration) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    uid.hash(&mut h);
+    let fraction = (h.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    resync_interval.mul_f64(fraction)
+}
+
+/// When a tenant verified at `at` is due again: at the first of its slots (epoch + phase + k ×
+/// interval) that comes at least half an interval after `at`, so between 0.5 and 1.5 intervals.
+fn next_due(at: Instant, epoch: Instant, phase: Duration, resync_interval: Duration) -> Instant {
+    if resync_interval.is_zero() {
+        return at;
+    }
+    let earliest = at + resync_interval / 2;
+    let first = epoch + phase;
+    if earliest <= first {
+        return first;
+    }
+    let k = (earliest - first).as_secs_f64() / resync_interval.as_secs_f64();
+    first + resync_interval.mul_f64(k.ceil())
 }
 
 #[derive(Clone, Debug)]
@@ -133,9 +167,42 @@ impl AwsChecks {
                 !c.verdicts.iter().all(|v| v.ok)
                     || c.generation != tenant.metadata.generation
                     || c.requested_at.as_deref() != requested_at(tenant)
-                    || c.at.elapsed() >= resync_interval
+                    || Instant::now() >= next_due(c.at, self.epoch, phase(uid, resync_interval), resync_interval)
             }
         }
+    }
+
+    /// How long until the tenant's next verification is due (zero when it is due now).
+    pub(crate) fn due_in(&self, uid: &str, resync_interval: Duration) -> Duration {
+        let checks = self.checks.lock().expect("AWS check lock");
+        match checks.get(uid) {
+            Some(c) if c.verdicts.iter().all(|v| v.ok) => {
+                next_due(c.at, self.epoch, phase(uid, resync_interval), resync_interval)
+                    .saturating_duration_since(Instant::now())
+            }
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// A restarted operator takes a Ready tenant's recorded AWS verdicts as a verification made
+    /// half an interval ago, so that it verifies it at its slot in the coming interval instead of
+    /// verifying every tenant at once.
+    pub(crate) fn seed(
+        &self,
+        tenant: &ImagingTenant,
+        uid: &str,
+        verdicts: &[Verdict],
+        ids: &CloudIds,
+        resync: Duration,
+    ) {
+        let mut checks = self.checks.lock().expect("AWS check lock");
+        checks.entry(uid.to_string()).or_insert_with(|| AwsCheck {
+            at: Instant::now().checked_sub(resync / 2).unwrap_or(self.epoch),
+            generation: tenant.metadata.generation,
+            requested_at: requested_at(tenant).map(str::to_string),
+            verdicts: verdicts.to_vec(),
+            ids: ids.clone(),
+        });
     }
 
     pub(crate) fn record(&self, tenant: &ImagingTenant, uid: &str, verdicts: &[Verdict], ids: &CloudIds) {
@@ -216,5 +283,61 @@ mod tests {
         assert!(checks.due(&tenant(1, None), "u", resync), "a failure is retried");
         checks.forget("u");
         assert!(checks.last("u").is_none());
+    }
+
+    /// Share of `times` (offsets from `start`) in each tenth of the interval.
+    fn histogram(times: &[Duration], resync: Duration) -> Vec<usize> {
+        let mut bins = vec![0; 10];
+        for t in times {
+            let bin = ((t.as_secs_f64() / resync.as_secs_f64()) * 10.0).floor() as usize;
+            bins[bin.min(9)] += 1;
+        }
+        bins
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn verifications_of_tenants_created_together_spread_over_the_interval() {
+        let checks = AwsChecks::default();
+        let resync = Duration::from_secs(600);
+        let ok = [Verdict::ok("KeyReady", "Provisioned", "fine")];
+        let uids: Vec<String> = (0..1000).map(|i| format!("5f0c{i:04}-7d1e-4b8a-9c3e-{i:012}")).collect();
+        tokio::time::advance(Duration::from_secs(7)).await;
+        let start = Instant::now();
+        for uid in &uids {
+            checks.record(&tenant(1, None), uid, &ok, &CloudIds::default());
+        }
+        let due: Vec<Duration> = uids.iter().map(|u| checks.due_in(u, resync)).collect();
+        assert!(
+            due.iter().all(|d| *d >= resync / 2 && *d <= resync * 3 / 2),
+            "between half and one and a half intervals"
+        );
+        let relative: Vec<Duration> = due.iter().map(|d| *d - resync / 2).collect();
+        let bins = histogram(&relative, resync);
+        assert!(bins.iter().all(|n| (70..=130).contains(n)), "1000 tenants over 10 slots: {bins:?}");
+        // Nobody is due before its slot, everybody after it.
+        tokio::time::advance(resync / 2).await;
+        let now_due = uids.iter().filter(|u| checks.due(&tenant(1, None), u, resync)).count();
+        assert!(now_due < 30, "{now_due} due at the start of the spread");
+        tokio::time::advance(resync).await;
+        assert!(uids.iter().all(|u| checks.due(&tenant(1, None), u, resync)));
+        assert!(Instant::now() > start);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restarted_operator_verifies_ready_tenants_at_their_slots_not_at_once() {
+        let checks = AwsChecks::default();
+        let resync = Duration::from_secs(600);
+        let ok = [Verdict::ok("KeyReady", "Provisioned", "fine")];
+        let uids: Vec<String> = (0..500).map(|i| format!("a1b2{i:04}-0000-4000-8000-{i:012}")).collect();
+        for uid in &uids {
+            checks.seed(&tenant(1, None), uid, &ok, &CloudIds::default(), resync);
+        }
+        let due_now = uids.iter().filter(|u| checks.due(&tenant(1, None), u, resync)).count();
+        assert!(due_now < 10, "{due_now} of 500 verified right after the restart");
+        let bins = histogram(&uids.iter().map(|u| checks.due_in(u, resync)).collect::<Vec<_>>(), resync);
+        assert!(bins.iter().all(|n| (30..=70).contains(n)), "500 tenants over the first interval: {bins:?}");
+        // A spec change or a request still goes first.
+        assert!(checks.due(&tenant(2, None), &uids[0], resync));
+        assert!(checks.due(&tenant(1, Some("now")), &uids[0], resync));
     }
 }

@@ -151,7 +151,9 @@ async fn apply(tenant: &ImagingTenant, ctx: &Context) -> Result<Action, Error> {
         }
         Next::Requeue(after) => {
             ctx.backoff.reset(uid);
-            Action::requeue(after)
+            // Back at the tenant's slot for its next AWS verification (spread over the interval).
+            let due = ctx.aws_checks.due_in(uid, ctx.resync_interval);
+            Action::requeue(if due.is_zero() { after } else { after.min(due) })
         }
     })
 }
@@ -236,6 +238,11 @@ async fn verify_aws(tenant: &ImagingTenant, ctx: &Context, claims: &Claims, want
             "AWS resources are provisioned once every namespace in spec.namespaces belongs to this tenant",
         );
     }
+    if ctx.aws_checks.last(uid).is_none()
+        && let Some(recorded) = recorded_verification(tenant)
+    {
+        ctx.aws_checks.seed(tenant, uid, &recorded, &known, ctx.resync_interval);
+    }
     if !ctx.aws_checks.due(tenant, uid, ctx.resync_interval) {
         return match ctx.aws_checks.last(uid) {
             Some(last) => AwsOutcome { verdicts: last.verdicts, ids: last.ids, retryable_failure: false },
@@ -253,6 +260,23 @@ async fn verify_aws(tenant: &ImagingTenant, ctx: &Context, claims: &Claims, want
     ctx.aws_checks.record(tenant, uid, &verdicts, &ids);
     super::reports::publish(tenant, ctx).await;
     AwsOutcome { verdicts, ids, retryable_failure: error.as_ref().is_some_and(|e| e.is_retryable()) }
+}
+
+/// The AWS verdicts a Ready tenant's status records for its current generation: what a restarted
+/// operator takes as the last verification (each tenant is then verified at its own slot of the
+/// resync interval, not all at once).
+fn recorded_verification(tenant: &ImagingTenant) -> Option<Vec<Verdict>> {
+    let status = tenant.status.as_ref()?;
+    if status.observed_generation != tenant.metadata.generation || !cond::is_true(&status.conditions, cond::READY) {
+        return None;
+    }
+    AWS_PARTS
+        .iter()
+        .map(|part| {
+            let c = cond::find(&status.conditions, part)?;
+            (c.status == "True").then(|| Verdict::ok(part, c.reason.clone(), c.message.clone()))
+        })
+        .collect()
 }
 
 /// The status from the verdicts, written only when it changed.

@@ -128,7 +128,7 @@ async fn run(args: &EvidenceArgs) -> Result<u8, Fatal> {
     let cloud = Cloud::connect(&AwsOptions {
         region: region.clone(),
         endpoint_url: args.aws_endpoint_url.clone(),
-        max_create_key_per_second: 1,
+        ..AwsOptions::default()
     })
     .await?;
     let caller = cloud.caller().await.map_err(|e| Fatal(format!("who am I in AWS: {e}")))?;

@@ -73,6 +73,23 @@ async fn twenty_tenants_converge_through_throttling_and_server_errors() {
     assert!(calls.attempts > calls.total(), "the SDK retried throttling and server errors");
     // CreateKey is rate-limited to 4/s across tenants.
     assert!(elapsed >= Duration::from_secs(3), "{elapsed:?}");
+    // Throttling answers slowed their budgets down (adaptively), and no budget let more requests
+    // through than its rate allows over the run.
+    let budgets = aws.cloud.budgets();
+    let throttled: Vec<_> = budgets.iter().filter(|(_, b)| b.throttled > 0).map(|(name, _)| *name).collect();
+    assert!(!throttled.is_empty(), "throttling answers were seen by the budgets: {budgets:?}");
+    for (name, b) in &budgets {
+        assert!(
+            b.requests as f64 <= b.configured * elapsed.as_secs_f64() + 1.0,
+            "{name}: {} requests in {elapsed:?} at {}/s",
+            b.requests,
+            b.configured
+        );
+    }
+    assert!(
+        budgets.values().any(|b| b.throttled > 0 && b.waited > Duration::ZERO),
+        "a throttled budget made requests wait: {budgets:?}"
+    );
 
     for t in &tenants {
         let found = census(moto, uid(t)).await;

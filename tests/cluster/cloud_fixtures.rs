@@ -63,7 +63,7 @@ pub fn settings(audit_log_bucket: Option<String>) -> Settings {
 }
 
 pub fn options(endpoint: &str) -> AwsOptions {
-    AwsOptions { region: REGION.into(), endpoint_url: Some(endpoint.into()), max_create_key_per_second: 4 }
+    AwsOptions { region: REGION.into(), endpoint_url: Some(endpoint.into()), ..AwsOptions::default() }
 }
 
 /// A fresh `Cloud` on moto, with its own call counts, and plain SDK clients to look at what

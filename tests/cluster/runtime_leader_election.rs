@@ -122,6 +122,10 @@ async fn metrics_endpoint_serves_every_family() {
         ("imaging_tenant_operator_aws_calls_total", "counter"),
         ("imaging_tenant_operator_aws_writes_total", "counter"),
         ("imaging_tenant_operator_watch_restarts_total", "counter"),
+        ("imaging_tenant_operator_aws_budget_requests_total", "counter"),
+        ("imaging_tenant_operator_aws_budget_wait_seconds_total", "counter"),
+        ("imaging_tenant_operator_aws_budget_throttles_total", "counter"),
+        ("imaging_tenant_operator_aws_budget_rate", "gauge"),
     ];
     for (name, kind) in families {
         // OpenMetrics names a counter family without its `_total` suffix.
@@ -146,6 +150,11 @@ async fn metrics_endpoint_serves_every_family() {
         "AWS calls by service, operation and outcome:\n{text}"
     );
     assert!(op.metric_sum("imaging_tenant_operator_aws_writes_total", "").await > 0.0, "AWS writes counted");
+    assert!(
+        op.metric_sum("imaging_tenant_operator_aws_budget_requests_total", "budget=\"kms:CreateKey\"").await >= 1.0,
+        "requests counted against their budget:\n{text}"
+    );
+    assert!(sample("imaging_tenant_operator_aws_budget_rate{budget=\"kms:CreateKey\"} 4"), "budget rates:\n{text}");
 
     // Let the deletion finish, so the tenant does not outlive the test blocked.
     let versions = s3.list_object_versions().bucket(&bucket).send().await.expect("list object versions");

@@ -233,6 +233,7 @@ fn full_values_reach_every_object() {
         "ITO_RESYNC_INTERVAL": "5m",
         "ITO_CONCURRENCY": "16",
         "ITO_AWS_MAX_CREATE_KEY_PER_SECOND": "2",
+        "ITO_AWS_BUDGET": "iam:write=2,kms:read=20.5",
         "ITO_TENANT_SELECTOR": "imaging.tenancy.dev/shard=a",
         "ITO_CLUSTER_NETWORK_POLICY_KIND": "ClusterNetworkPolicy",
         "ITO_ALLOW_UNGUARDED": "false",
