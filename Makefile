@@ -170,6 +170,19 @@ iam-policies:
 	  mv deploy/iam/$$doc.json.partial deploy/iam/$$doc.json; \
 	done
 
+# deploy/aws/: the EventBridge rule pattern, SQS queue policy and operator consumer policy of
+# event-driven drift detection, for the same placeholder values (tests/offline/drift_events.rs
+# checks them).
+DRIFT_EVENT_DOCUMENTS := rule-pattern queue-policy consumer-policy
+.PHONY: aws-drift-events
+aws-drift-events:
+	cargo build --locked --quiet --bin imaging-tenant-operator
+	@mkdir -p deploy/aws
+	@for doc in $(DRIFT_EVENT_DOCUMENTS); do \
+	  cargo run --locked --quiet -- drift-events $(IAM_POLICY_ARGS) --document $$doc > deploy/aws/drift-events-$$doc.json.partial || exit 1; \
+	  mv deploy/aws/drift-events-$$doc.json.partial deploy/aws/drift-events-$$doc.json; \
+	done
+
 .PHONY: demo
 # The main job on a local default: control plane + AWS emulator + operator + example tenants.
 demo: k8s-bin moto

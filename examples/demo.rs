@@ -30,13 +30,17 @@ async fn main() {
     let client = cp.client();
 
     ito_test_support::apply_crd(&client, &imaging_tenant_operator::api::crd(), "imaging-tenant-operator-demo").await;
+    println!("Installing the chart's ServiceAccount, ClusterRole and admission policies...");
+    ito_test_support::guard::install(&client).await;
 
     let dir = scratch_dir("demo");
     let log = dir.join("operator.log");
     let (metrics_port, health_port) = (free_port(), free_port());
     let mut cmd = Command::new(OPERATOR);
+    // The operator acts as the chart's ServiceAccount, under its ClusterRole and the admission
+    // policies, as in a cluster.
     cmd.arg("run")
-        .env("KUBECONFIG", cp.kubeconfig_path())
+        .env("KUBECONFIG", ito_test_support::guard::operator_kubeconfig(cp))
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_REGION", "us-east-1")

@@ -9,6 +9,7 @@ pub mod cloud;
 pub mod config;
 mod controller;
 pub mod desired;
+pub mod drift_events;
 pub mod evidence;
 mod metrics;
 pub mod plan;

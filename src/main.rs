@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use imaging_tenant_operator::{api, aws_policies, evidence, plan, run};
+use imaging_tenant_operator::{api, aws_policies, drift_events, evidence, plan, run};
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +34,9 @@ enum Command {
     Crd,
     /// Print the operator's IAM policy, the tenant roles' permissions boundary and a guard-rail SCP.
     AwsPolicies(Box<aws_policies::AwsPoliciesArgs>),
+    /// Print the EventBridge rule, SQS queue policy and consumer policy of event-driven drift
+    /// detection.
+    DriftEvents(Box<drift_events::DriftEventsArgs>),
     /// Report every control of every tenant, read from the cluster and AWS, for auditors
     /// (HIPAA 164.312, AWS Config rule names), with a SHA-256 digest.
     Evidence(Box<evidence::EvidenceArgs>),
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Plan { file, settings } => plan::main(&file, &settings),
         Command::Run(args) => run::main(*args),
         Command::AwsPolicies(args) => aws_policies::main(&args),
+        Command::DriftEvents(args) => drift_events::main(&args),
         Command::Evidence(args) => evidence::main(&args),
     }
 }

@@ -65,8 +65,14 @@ struct BudgetFamilies {
     exported: Mutex<BTreeMap<&'static str, BudgetStats>>,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DriftLabels {
+    pub(crate) outcome: String,
+}
+
 pub(crate) struct Metrics {
     pub(crate) registry: Mutex<Registry>,
+    drift_events: Family<DriftLabels, Counter>,
     budgets: BudgetFamilies,
     reconciliations: Family<OutcomeLabels, Counter>,
     errors: Family<CategoryLabels, Counter>,
@@ -115,6 +121,15 @@ impl Metrics {
             kubernetes_requests.clone(),
         );
         registry.register("watch_restarts", "Watch streams that failed and were restarted", watch_restarts.clone());
+        let drift_events = Family::<DriftLabels, Counter>::default();
+        registry.register(
+            "drift_events",
+            "CloudTrail drift events read from the queue, by outcome (matched, unknown, malformed, duplicate, own)",
+            drift_events.clone(),
+        );
+        for outcome in ["matched", "unknown", "malformed", "duplicate", "own"] {
+            let _ = drift_events.get_or_create(&DriftLabels { outcome: outcome.into() });
+        }
         let budgets = BudgetFamilies::default();
         registry.register("aws_budget_requests", "AWS requests by request budget", budgets.requests.clone());
         registry.register(
@@ -151,6 +166,7 @@ impl Metrics {
         );
         Metrics {
             registry: Mutex::new(registry),
+            drift_events,
             budgets,
             reconciliations,
             errors,
@@ -196,6 +212,10 @@ impl Metrics {
         }
         self.aws_writes.inc_by(delta.writes);
         *exported = now.clone();
+    }
+
+    pub(crate) fn drift_event(&self, outcome: &str) {
+        self.drift_events.get_or_create(&DriftLabels { outcome: outcome.into() }).inc();
     }
 
     /// Adds what the request budgets counted since the last call, and their current rates.

@@ -48,6 +48,10 @@ pub struct RunArgs {
     /// cluster serves it, else AdminNetworkPolicy where served, else none), or one of the two.
     #[arg(long, env = "ITO_CLUSTER_NETWORK_POLICY_KIND", default_value = "auto", value_parser = ["auto", "ClusterNetworkPolicy", "AdminNetworkPolicy"])]
     pub(crate) cluster_network_policy_kind: String,
+    /// URL of an SQS queue receiving CloudTrail events about the tenants' buckets, keys and roles
+    /// (see `drift-events`): a tenant they name is verified at once instead of at its resync.
+    #[arg(long, env = "ITO_DRIFT_EVENTS_QUEUE_URL")]
+    pub(crate) drift_events_queue_url: Option<String>,
     /// Endpoint for S3, KMS, IAM and STS (an emulator or a VPC endpoint).
     #[arg(long, env = "ITO_AWS_ENDPOINT_URL")]
     pub(crate) aws_endpoint_url: Option<String>,
@@ -259,6 +263,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         resync_interval: args.resync_interval,
         tenant_selector: args.tenant_selector.clone(),
         allow_unguarded: args.allow_unguarded,
+        drift_events_queue_url: args.drift_events_queue_url.clone(),
         network_policy_kinds: match args.cluster_network_policy_kind.as_str() {
             "ClusterNetworkPolicy" => vec![Flavor::ClusterNetworkPolicy],
             "AdminNetworkPolicy" => vec![Flavor::AdminNetworkPolicy],

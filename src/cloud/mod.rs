@@ -244,6 +244,7 @@ pub(crate) struct Aws {
     pub(crate) kms: aws_sdk_kms::Client,
     pub(crate) s3: aws_sdk_s3::Client,
     pub(crate) sts: aws_sdk_sts::Client,
+    pub(crate) sqs: aws_sdk_sqs::Client,
     pub(crate) calls: calls::CallCounter,
     pub(crate) budgets: Arc<budget::Budgets>,
     pub(crate) bucket_owner: sdk::ExpectedBucketOwner,
@@ -322,6 +323,7 @@ impl Cloud {
                 kms: aws_sdk_kms::Client::from_conf(client!(aws_sdk_kms).build()),
                 s3: aws_sdk_s3::Client::from_conf(s3),
                 sts: aws_sdk_sts::Client::from_conf(client!(aws_sdk_sts).build()),
+                sqs: aws_sdk_sqs::Client::from_conf(client!(aws_sdk_sqs).build()),
                 calls,
                 budgets,
                 bucket_owner,
@@ -351,6 +353,11 @@ impl Cloud {
     /// Counts of the AWS calls made so far.
     pub fn calls(&self) -> CallStats {
         self.aws.calls.snapshot()
+    }
+
+    /// The SQS client, for the drift event queue.
+    pub(crate) fn sqs(&self) -> aws_sdk_sqs::Client {
+        self.aws.sqs.clone()
     }
 
     /// What each request budget did since this `Cloud` was built.

@@ -2,7 +2,7 @@
 //! back-off of a failing tenant and the last AWS verification).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -36,7 +36,7 @@ pub(crate) struct Context {
     pub(crate) metrics: std::sync::Arc<Metrics>,
     pub(crate) resync_interval: Duration,
     pub(crate) backoff: Backoff,
-    pub(crate) aws_checks: AwsChecks,
+    pub(crate) aws_checks: Arc<AwsChecks>,
     pub(crate) reports: super::reports::Reports,
 }
 
@@ -61,14 +61,15 @@ impl Context {
             metrics,
             resync_interval: opts.resync_interval,
             backoff: Backoff::default(),
-            aws_checks: AwsChecks::default(),
+            aws_checks: Arc::default(),
             reports: Default::default(),
         }
     }
 
-    /// With the guard layers the controller keeps reading.
-    pub(crate) fn with_guard(self, guard: Guard) -> Self {
-        Context { guard, ..self }
+    /// With the guard layers the controller keeps reading, and the verification memory the drift
+    /// event consumer marks stale.
+    pub(crate) fn with(self, guard: Guard, aws_checks: Arc<AwsChecks>) -> Self {
+        Context { guard, aws_checks, ..self }
     }
 
     /// Forgets a retired tenant.
@@ -154,6 +155,8 @@ pub(crate) struct AwsCheck {
     at: Instant,
     generation: Option<i64>,
     requested_at: Option<String>,
+    /// A drift event named one of the tenant's resources since.
+    stale: bool,
     pub(crate) verdicts: Vec<Verdict>,
     pub(crate) ids: CloudIds,
 }
@@ -164,7 +167,8 @@ impl AwsChecks {
         match checks.get(uid) {
             None => true,
             Some(c) => {
-                !c.verdicts.iter().all(|v| v.ok)
+                c.stale
+                    || !c.verdicts.iter().all(|v| v.ok)
                     || c.generation != tenant.metadata.generation
                     || c.requested_at.as_deref() != requested_at(tenant)
                     || Instant::now() >= next_due(c.at, self.epoch, phase(uid, resync_interval), resync_interval)
@@ -176,7 +180,7 @@ impl AwsChecks {
     pub(crate) fn due_in(&self, uid: &str, resync_interval: Duration) -> Duration {
         let checks = self.checks.lock().expect("AWS check lock");
         match checks.get(uid) {
-            Some(c) if c.verdicts.iter().all(|v| v.ok) => {
+            Some(c) if !c.stale && c.verdicts.iter().all(|v| v.ok) => {
                 next_due(c.at, self.epoch, phase(uid, resync_interval), resync_interval)
                     .saturating_duration_since(Instant::now())
             }
@@ -200,9 +204,17 @@ impl AwsChecks {
             at: Instant::now().checked_sub(resync / 2).unwrap_or(self.epoch),
             generation: tenant.metadata.generation,
             requested_at: requested_at(tenant).map(str::to_string),
+            stale: false,
             verdicts: verdicts.to_vec(),
             ids: ids.clone(),
         });
+    }
+
+    /// The tenant's AWS resources changed behind the operator's back: verify them now.
+    pub(crate) fn stale(&self, uid: &str) {
+        if let Some(c) = self.checks.lock().expect("AWS check lock").get_mut(uid) {
+            c.stale = true;
+        }
     }
 
     pub(crate) fn record(&self, tenant: &ImagingTenant, uid: &str, verdicts: &[Verdict], ids: &CloudIds) {
@@ -210,6 +222,7 @@ impl AwsChecks {
             at: Instant::now(),
             generation: tenant.metadata.generation,
             requested_at: requested_at(tenant).map(str::to_string),
+            stale: false,
             verdicts: verdicts.to_vec(),
             ids: ids.clone(),
         };
@@ -281,6 +294,10 @@ mod tests {
         let failed = [Verdict::failed("KeyReady", "AccessDenied", "no")];
         checks.record(&tenant(1, None), "u", &failed, &CloudIds::default());
         assert!(checks.due(&tenant(1, None), "u", resync), "a failure is retried");
+        checks.record(&tenant(1, None), "u", &ok, &CloudIds::default());
+        checks.stale("u");
+        assert!(checks.due(&tenant(1, None), "u", resync), "a drift event names the tenant");
+        assert_eq!(checks.due_in("u", resync), Duration::ZERO);
         checks.forget("u");
         assert!(checks.last("u").is_none());
     }

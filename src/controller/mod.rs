@@ -10,6 +10,7 @@
 
 mod children;
 mod context;
+mod drift;
 mod error;
 mod events;
 mod guard;
@@ -47,6 +48,8 @@ pub(crate) struct RunOptions {
     pub(crate) tenant_selector: Option<String>,
     /// Ready does not wait for the admission guard.
     pub(crate) allow_unguarded: bool,
+    /// The SQS queue of CloudTrail drift events, if any.
+    pub(crate) drift_events_queue_url: Option<String>,
     /// The kinds the Admin-tier network layer may use, preferred first.
     pub(crate) network_policy_kinds: Vec<crate::desired::cluster_network::Flavor>,
 }
@@ -74,8 +77,24 @@ pub(crate) async fn run(
     let controller = Controller::new(tenants, tenant_watch)
         .with_config(ControllerConfig::default().concurrency(opts.concurrency).debounce(Duration::from_millis(500)))
         .reconcile_on(triggers)
-        .reconcile_all_on(guard_changed)
-        .graceful_shutdown_on(shutdown);
+        .reconcile_all_on(guard_changed);
+    let aws_checks = Arc::new(context::AwsChecks::default());
+    let controller = match &opts.drift_events_queue_url {
+        Some(url) => {
+            let store = controller.store();
+            let events = drift::start(
+                cloud.sqs(),
+                url.clone(),
+                settings.operator_role_arn.clone(),
+                store,
+                aws_checks.clone(),
+                metrics.clone(),
+            );
+            controller.reconcile_on(events)
+        }
+        None => controller,
+    }
+    .graceful_shutdown_on(shutdown);
 
     let main_store = controller.store();
     let tenant_cache = controller.store();
@@ -87,8 +106,9 @@ pub(crate) async fn run(
         }
     });
 
-    let ctx =
-        Arc::new(Context::new(client, settings, cloud, stores, tenant_cache, metrics.clone(), &opts).with_guard(guard));
+    let ctx = Arc::new(
+        Context::new(client, settings, cloud, stores, tenant_cache, metrics.clone(), &opts).with(guard, aws_checks),
+    );
     controller
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|res| {

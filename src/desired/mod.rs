@@ -4,5 +4,6 @@
 pub mod account;
 pub mod aws;
 pub mod cluster_network;
+pub mod drift_events;
 pub mod kubernetes;
 pub(crate) mod names;

@@ -15,6 +15,7 @@ mod cloud_faults;
 mod cloud_provision;
 mod cloud_retire;
 mod connectivity;
+mod drift_events;
 mod e2e_isolation;
 mod evidence;
 mod guardrails;

@@ -126,6 +126,7 @@ async fn metrics_endpoint_serves_every_family() {
         ("imaging_tenant_operator_aws_budget_wait_seconds_total", "counter"),
         ("imaging_tenant_operator_aws_budget_throttles_total", "counter"),
         ("imaging_tenant_operator_aws_budget_rate", "gauge"),
+        ("imaging_tenant_operator_drift_events_total", "counter"),
     ];
     for (name, kind) in families {
         // OpenMetrics names a counter family without its `_total` suffix.

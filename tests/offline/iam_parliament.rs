@@ -23,7 +23,7 @@ fn repo(path: &str) -> std::path::PathBuf {
 }
 
 /// The `IAM_POLICY_ARGS := ...` line of the Makefile: the values `deploy/iam/` is generated for.
-fn iam_policy_args() -> Vec<String> {
+pub(crate) fn iam_policy_args() -> Vec<String> {
     let makefile = std::fs::read_to_string(repo("Makefile")).expect("read the Makefile");
     makefile
         .lines()
@@ -105,7 +105,7 @@ for name, policy in request["policies"].items():
 json.dump(findings, sys.stdout)
 "#;
 
-fn parliament(policies: &BTreeMap<String, Value>) -> Vec<Value> {
+pub(crate) fn parliament(policies: &BTreeMap<String, Value>) -> Vec<Value> {
     let python = python();
     let request = json!({"config": repo(PARLIAMENT_CONFIG), "policies": policies});
     let install_hint = format!(

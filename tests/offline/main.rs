@@ -9,6 +9,7 @@ mod chart_render;
 mod crd_drift;
 mod desired_kubernetes;
 mod doc_links;
+mod drift_events;
 mod gitops_health;
 mod iam_parliament;
 mod plan_corpus;

@@ -14,6 +14,9 @@
 //! [`unique_name`]. All processes and scratch files go away when the binary exits, whether the
 //! tests passed, panicked or the binary was killed.
 //!
+//! [`guard`] installs what a cluster with the chart has (RBAC, admission policies, the network
+//! policy CRDs) and a kubeconfig acting as the operator's ServiceAccount.
+//!
 //! Besides, [`faults`] is an HTTP proxy that injects AWS errors, [`corpus`] reads the manifest
 //! corpus under `tests/fixtures/`, and [`chart`] runs the pinned helm and kubectl on the chart.
 //! Nothing here depends on the operator crate: what needs its types stays in the test binaries.
@@ -25,6 +28,7 @@ pub mod chart;
 mod control_plane;
 pub mod corpus;
 pub mod faults;
+pub mod guard;
 mod moto;
 mod net;
 mod process;
