@@ -244,20 +244,17 @@ async fn invariant_13_evidence_reports_every_control_from_live_state_and_names_w
     let out = run_evidence(cp, moto, &audit, &["--tenant", &name, "--output", "/nonexistent/dir/report.json"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 
-    // Back, the operator restores both: the rule added to the default deny at once, the key when
-    // asked to verify AWS now rather than at its slot of the resync interval (asked again until
-    // done, since a restarted operator takes the annotation it first sees as already served).
+    // Back, the operator restores both (the rule added to the default deny at once, from its
+    // watch; the key's rotation when asked, since a restarted operator verifies a Ready tenant's
+    // AWS resources at its slot of the resync interval), and the report passes again.
     op.restart(cp, moto).await;
+    request_reconcile(&cp.client(), &name).await;
     let file = json_file.to_str().unwrap().to_string();
     wait_for(Duration::from_secs(60), "the operator to repair both, and the report to pass", || {
-        let (audit, name, file, client) = (audit.clone(), name.clone(), file.clone(), client.clone());
+        let (audit, name, file) = (audit.clone(), name.clone(), file.clone());
         async move {
             let out = run_evidence(cp, moto, &audit, &["--tenant", &name, "--output", &file]).await;
-            if out.status.code() == Some(0) {
-                return Ok(());
-            }
-            request_reconcile(&client, &name).await;
-            Err(stderr(&out))
+            if out.status.code() == Some(0) { Ok(()) } else { Err(stderr(&out)) }
         }
     })
     .await;
