@@ -187,7 +187,7 @@ impl Aws {
         let status = BucketStatus { name: want.name.clone(), arn: want.arn.clone(), region: want.region.clone() };
         step.created(KIND, format!("created S3 bucket {}", want.name));
         let recorded = status.clone();
-        step.record(|ids| ids.bucket = Some(recorded)).await?;
+        step.record_bucket(recorded).await?;
         // The tags went with CreateBucket; `ensure` restores any that S3 does not show.
         let tags = self.bucket_tags(want).await?;
         Ok(LiveBucket { status, tags })
@@ -479,7 +479,7 @@ impl Buckets for Aws {
         let live = match self.find_bucket(want).await? {
             Some(live) => {
                 let recorded = live.status.clone();
-                step.record(|ids| ids.bucket = Some(recorded)).await?;
+                step.record_bucket(recorded).await?;
                 live
             }
             None => self.create_bucket(want, step).await?,

@@ -131,12 +131,12 @@ impl Identities for Aws {
             step.created(KIND, format!("created IAM role {arn}"));
             let status = RoleStatus { name: want.name.clone(), arn };
             let recorded = status.clone();
-            step.record(|ids| ids.role = Some(recorded)).await?;
+            step.record_role(recorded).await?;
             return Ok(status);
         };
         let status = RoleStatus { name: want.name.clone(), arn: live.arn.clone() };
         let recorded = status.clone();
-        step.record(|ids| ids.role = Some(recorded)).await?;
+        step.record_role(recorded).await?;
 
         let resource = role(want);
         // Before any policy write: the operator may write role policies only on roles that
@@ -244,6 +244,9 @@ impl Identities for Aws {
         match pass.policy() {
             DeletionPolicy::Retain => {
                 pass.retain(&live.tags, format!("IAM role {}", live.arn), |tags| self.tag_role(want, tags)).await?;
+                if !want.revoke_on_retain {
+                    return Ok(());
+                }
                 // Offboarding revokes access: nobody may assume the kept role any more.
                 let closed = retained_trust_policy();
                 let trust = live.trust_policy.as_deref().map(policy::parse).transpose().ok().flatten();

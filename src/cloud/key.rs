@@ -212,7 +212,7 @@ impl Aws {
         step.created(KIND, format!("created KMS key {} with alias {}", status.id, want.alias));
         // Invariant 7: the ID goes to status before anything else happens.
         let recorded = status.clone();
-        step.record(|ids| ids.key = Some(recorded)).await?;
+        step.record_key(recorded).await?;
         self.create_alias(want, &status.id).await?;
         if want.rotation_enabled {
             self.enable_rotation(want, &status.id).await?;
@@ -346,7 +346,7 @@ impl Keys for Aws {
         self.check_adoptable(want, &live.status.id).await?;
         let status = live.status.clone();
         let recorded = status.clone();
-        step.record(|ids| ids.key = Some(recorded)).await?;
+        step.record_key(recorded).await?;
         self.converge_key(want, live, step).await?;
         Ok(status)
     }

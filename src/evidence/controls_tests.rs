@@ -26,6 +26,7 @@ fn settings() -> Settings {
         permissions_boundary_arn: "arn:aws:iam::111122223333:policy/imaging-tenant-boundary".into(),
         workload_service_account: "imaging-workload".into(),
         s3_vpc_endpoint_ids: Vec::new(),
+        ..Settings::placeholder()
     }
 }
 
