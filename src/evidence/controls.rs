@@ -22,6 +22,7 @@ use crate::api::metadata::{
 use crate::cloud::policy;
 use crate::config::Settings;
 use crate::desired::aws::{BlockPublicAccess, TenantAws, render_with};
+use crate::desired::cluster_network;
 use crate::desired::kubernetes::{
     self, ALLOW_DNS, ALLOW_EGRESS, ALLOW_INGRESS, ALLOW_SAME_TENANT, BOUND_CLUSTER_ROLES, DEFAULT_DENY, QUOTA,
     TenantObjects,
@@ -227,7 +228,7 @@ use Hipaa::{
 };
 
 /// Every control, Kubernetes first, then the bucket, the key and the role.
-pub static CONTROLS: [Control; 35] = [
+pub static CONTROLS: [Control; 36] = [
     Control {
         id: "ITO-K8S-01",
         title: "The tenant's namespaces are exactly those of its spec",
@@ -317,6 +318,15 @@ pub static CONTROLS: [Control; 35] = [
         severity: Severity::Medium,
         aws_config_rules: &[],
         check: k8s_no_owner_references,
+    },
+    Control {
+        id: "ITO-K8S-11",
+        title: "Admin-tier network policy in force where the cluster serves one",
+        checks: "Discovers whether the cluster serves ClusterNetworkPolicy or AdminNetworkPolicy (policy.networking.k8s.io) and gets the tenant's policy of the preferred kind: it carries the tenant's UID label and its spec is the operator's for the tenant's namespaces (same-tenant traffic passes to the namespace policies, every other namespace and the metadata addresses are denied, whatever a tenant's own NetworkPolicies say). Skipped when the cluster serves neither.",
+        hipaa: &[E1, A1],
+        severity: Severity::High,
+        aws_config_rules: &[],
+        check: k8s_admin_network,
     },
     Control {
         id: "ITO-S3-01",
@@ -1011,6 +1021,51 @@ fn k8s_no_owner_references(cx: &Context) -> Outcome {
         });
         seen(problem, json!({"withOwnerReferences": owned}))
     })
+}
+
+fn k8s_admin_network(cx: &Context) -> Outcome {
+    let served = match read(&cx.ev.kubernetes.admin_network) {
+        Ok(s) => s,
+        Err(e) => return error(format!("reading the Admin-tier network policies: {e}")),
+    };
+    let Some(preferred) = served.first() else {
+        return skip(
+            "the cluster serves neither ClusterNetworkPolicy nor AdminNetworkPolicy: the namespace NetworkPolicies and the admission guards are the network layer",
+        );
+    };
+    let name = cluster_network::name(&cx.ev.tenant);
+    let kind = preferred.flavor.kind();
+    let Some(live) = &preferred.policy else {
+        return fail(
+            format!(
+                "there is no {kind} {name}: the Admin-tier layer does not hold for this tenant; see the tenant's Guarded condition"
+            ),
+            json!({"kind": kind, "name": name}),
+        );
+    };
+    let mut owned: Vec<String> = cx
+        .ev
+        .kubernetes
+        .labelled_namespaces
+        .as_ref()
+        .map(|l| l.iter().filter(|n| cx.ev.tenant.namespace_names().contains(n)).cloned().collect())
+        .unwrap_or_default();
+    owned.sort();
+    let want = cluster_network::policy(&cx.ev.tenant, &owned, preferred.flavor);
+    let evidence = json!({"kind": kind, "name": name, "spec": live["spec"]});
+    let uid_label = labels_of(live).get(TENANT_UID_LABEL).cloned();
+    if uid_label.as_deref() != Some(tenant_uid(cx)) {
+        fail(format!("{kind} {name} carries {TENANT_UID_LABEL}={uid_label:?}: it is not the tenant's"), evidence)
+    } else if !same(&live["spec"], &want["spec"]) {
+        fail(
+            format!(
+                "{kind} {name} was changed: its spec is not the operator's for namespaces {owned:?}; the operator restores it at its next reconcile"
+            ),
+            evidence,
+        )
+    } else {
+        pass(format!("{kind} {name} isolates the tenant's namespaces {owned:?} from every other namespace"), evidence)
+    }
 }
 
 // ---- S3 ----

@@ -4,7 +4,8 @@ use super::*;
 use crate::api::ImagingTenant;
 use crate::api::metadata::{ADMISSION_GUARDS, GUARD_LABEL};
 use crate::desired::aws::{ObjectLockRetention, render_with};
-use crate::evidence::live::{AwsEvidence, KubernetesEvidence};
+use crate::desired::cluster_network::Flavor;
+use crate::evidence::live::{AdminNetworkEvidence, AwsEvidence, KubernetesEvidence};
 
 const KEY_ARN: &str = "arn:aws:kms:eu-central-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 const UID: &str = "6f1c3a52-5a3e-4c1e-9d7a-0b6a0c2f1e11";
@@ -95,6 +96,10 @@ fn good() -> TenantEvidence {
             labelled_namespaces: Ok(tenant.namespace_names()),
             namespaces,
             guards: Ok(ADMISSION_GUARDS.iter().map(|g| guard(g)).collect()),
+            admin_network: Ok(vec![AdminNetworkEvidence {
+                flavor: Flavor::ClusterNetworkPolicy,
+                policy: Some(cluster_network::policy(&tenant, &tenant.namespace_names(), Flavor::ClusterNetworkPolicy)),
+            }]),
         },
         aws: AwsEvidence {
             bucket: Ok(Some(BucketEvidence {
@@ -217,6 +222,10 @@ fn tampers() -> Vec<(&'static str, Tamper)> {
         ("ITO-K8S-10", |ev| {
             let object = ns(ev, 0).object.as_mut().unwrap().as_mut().unwrap();
             object["metadata"]["ownerReferences"] = json!([{"kind": "ImagingTenant", "name": "group-a", "uid": UID}]);
+        }),
+        ("ITO-K8S-11", |ev| {
+            let policy = ev.kubernetes.admin_network.as_mut().unwrap()[0].policy.as_mut().unwrap();
+            policy["spec"]["priority"] = json!(999);
         }),
         ("ITO-S3-01", |ev| {
             bucket(ev).public_access_block.as_mut().unwrap().as_mut().unwrap().restrict_public_buckets = false
@@ -369,6 +378,11 @@ fn missing_resources_fail_and_object_lock_without_retention_is_skipped() {
     let mut ev = good();
     ev.tenant.spec.storage.retention = None;
     assert_eq!(outcome(&ev, "ITO-S3-07").result, Verdict::Skip);
+    let mut ev = good();
+    ev.kubernetes.admin_network.as_mut().unwrap()[0].policy = None;
+    assert_eq!(outcome(&ev, "ITO-K8S-11").result, Verdict::Fail, "served but absent");
+    ev.kubernetes.admin_network = Ok(Vec::new());
+    assert_eq!(outcome(&ev, "ITO-K8S-11").result, Verdict::Skip, "not served");
 }
 
 #[test]

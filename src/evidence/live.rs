@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::api::ImagingTenant;
 use crate::desired::aws::{AccessLogging, BlockPublicAccess, BucketEncryption, LifecycleRule, ObjectLockRetention};
+use crate::desired::cluster_network::Flavor;
 
 /// A setting as read, or a message saying why it could not be read.
 pub type Read<T> = Result<T, String>;
@@ -31,6 +32,17 @@ pub struct KubernetesEvidence {
     pub namespaces: Vec<NamespaceEvidence>,
     /// The admission policies labelled as guards, with their bindings.
     pub guards: Read<Vec<GuardEvidence>>,
+    /// The tenant's Admin-tier network policy of each kind the cluster serves, in order of
+    /// preference; empty when it serves neither.
+    pub admin_network: Read<Vec<AdminNetworkEvidence>>,
+}
+
+/// The tenant's policy of one Admin-tier kind the cluster serves.
+#[derive(Clone, Debug)]
+pub struct AdminNetworkEvidence {
+    pub flavor: Flavor,
+    /// `None` when there is none of the tenant's name.
+    pub policy: Option<Value>,
 }
 
 /// One namespace of the spec and what is in it.

@@ -6,15 +6,16 @@ use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::{Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::live::{GuardEvidence, KubernetesEvidence, NamespaceEvidence, Read};
+use super::live::{AdminNetworkEvidence, GuardEvidence, KubernetesEvidence, NamespaceEvidence, Read};
 use crate::api::ImagingTenant;
 use crate::api::metadata::{GUARD_LABEL, TENANT_UID_LABEL};
+use crate::desired::cluster_network::{self, Flavor};
 
 /// Who the Kubernetes credentials in use are, as the apiserver authenticated them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -104,6 +105,28 @@ pub(crate) async fn guards(client: &Client) -> Read<Vec<GuardEvidence>> {
         .collect())
 }
 
+/// The tenant's Admin-tier network policy of each kind the cluster serves.
+pub(crate) async fn admin_network(client: &Client, tenant: &ImagingTenant) -> Read<Vec<AdminNetworkEvidence>> {
+    let mut out = Vec::new();
+    let name = cluster_network::name(tenant);
+    for flavor in Flavor::ALL {
+        let group_version = format!("{}/{}", Flavor::GROUP, flavor.version());
+        match client.list_api_group_resources(&group_version).await {
+            Ok(list) if list.resources.iter().any(|r| r.name == flavor.plural()) => {}
+            Ok(_) => continue,
+            Err(kube::Error::Api(s)) if s.code == 404 => continue,
+            Err(e) => return Err(format!("discover {group_version}: {}", describe(&e))),
+        }
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &flavor.api_resource());
+        let policy = api.get_opt(&name).await.map_err(|e| format!("get {} {name}: {}", flavor.kind(), describe(&e)))?;
+        out.push(AdminNetworkEvidence {
+            flavor,
+            policy: policy.map(|p| serde_json::to_value(p).expect("an object serializes to JSON")),
+        });
+    }
+    Ok(out)
+}
+
 /// Everything `controls` judges on the Kubernetes side of one tenant; `guards` are read once
 /// for all tenants.
 pub(crate) async fn kubernetes(
@@ -134,5 +157,10 @@ pub(crate) async fn kubernetes(
             name,
         });
     }
-    KubernetesEvidence { labelled_namespaces: labelled, namespaces: evidence, guards: guards.clone() }
+    KubernetesEvidence {
+        labelled_namespaces: labelled,
+        namespaces: evidence,
+        guards: guards.clone(),
+        admin_network: admin_network(client, tenant).await,
+    }
 }

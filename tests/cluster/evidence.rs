@@ -352,6 +352,8 @@ async fn invariant_13_the_operator_publishes_policy_reports_only_on_change_and_w
     // A full reconcile that finds nothing new writes no report and no Event.
     let versions: Vec<Value> = reports.iter().map(|r| r["metadata"]["resourceVersion"].clone()).collect();
     let reconciles = op.metric_sum("imaging_tenant_operator_reconciliations_total", "").await;
+    let aws_calls = op.metric_sum("imaging_tenant_operator_aws_calls_total", "").await;
+    let kubernetes_requests = op.metric_sum("imaging_tenant_operator_kubernetes_requests_total", "").await;
     request_reconcile(&client, &name).await;
     wait_for(Duration::from_secs(30), "a reconcile after the request", || async {
         let n = op.metric_sum("imaging_tenant_operator_reconciliations_total", "").await;
@@ -363,6 +365,11 @@ async fn invariant_13_the_operator_publishes_policy_reports_only_on_change_and_w
         let now = serde_json::to_value(api.get(&report_name).await.unwrap()).unwrap();
         assert_eq!(&now["metadata"]["resourceVersion"], version, "an unchanged report was written again");
     }
+    eprintln!(
+        "a requested reconcile with everything in place: {} AWS calls, {} Kubernetes requests (AWS verification and evidence included)",
+        op.metric_sum("imaging_tenant_operator_aws_calls_total", "").await - aws_calls,
+        op.metric_sum("imaging_tenant_operator_kubernetes_requests_total", "").await - kubernetes_requests,
+    );
     let warnings = |events: Vec<(String, String)>| events.into_iter().filter(|(r, _)| r == "ControlFailed").count();
     assert_eq!(warnings(crate::operator::events_for(&client, &name).await), 0);
 
