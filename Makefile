@@ -208,8 +208,8 @@ crds:
 
 # deploy/iam/: the output of `aws-policies` for placeholder values. tests/iam_parliament.rs reads
 # this line and fails when the checked-in files differ from what the command prints.
-IAM_POLICY_ARGS := --account-id 111122223333 --region us-east-1 --cluster-name prod-1 --bucket-prefix imaging --break-glass-role-arn arn:aws:iam::111122223333:role/imaging-break-glass --audit-log-bucket imaging-audit-logs
-IAM_POLICY_DOCUMENTS := operator-policy permissions-boundary guardrail-scp
+IAM_POLICY_ARGS := --account-id 111122223333 --region us-east-1 --cluster-name prod-1 --bucket-prefix imaging --break-glass-role-arn arn:aws:iam::111122223333:role/imaging-break-glass --audit-log-bucket imaging-audit-logs --replication-region us-west-2
+IAM_POLICY_DOCUMENTS := operator-policy permissions-boundary guardrail-scp evidence-reader restore-drill-policy
 
 iam-policies:
 	cargo build --locked --quiet --bin imaging-tenant-operator

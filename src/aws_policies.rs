@@ -1,6 +1,6 @@
 //! `aws-policies`: print the operator's identity policy, the permissions boundary of the tenant
-//! roles and the guard-rail SCP for one account, partition, region and cluster. Offline: the
-//! documents come from [`crate::desired::account`].
+//! roles, the guard-rail SCP and the read-only policy of `evidence` for one account, partition,
+//! region and cluster. Offline: the documents come from [`crate::desired::account`].
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -50,10 +50,14 @@ pub struct AwsPoliciesArgs {
     /// which the operator checks before it logs to it.
     #[arg(long)]
     pub(crate) audit_log_bucket: Option<String>,
+    /// The region of the tenants' replicas (the operator's --replication-region): adds what
+    /// replication needs to the operator policy and the boundary.
+    #[arg(long, value_parser = crate::config::region_name)]
+    pub(crate) replication_region: Option<String>,
     /// Name (with its path, if any) of the customer-managed policy used as permissions boundary.
     #[arg(long, default_value = DEFAULT_PERMISSIONS_BOUNDARY_NAME)]
     pub(crate) permissions_boundary_name: String,
-    /// Output format: the three documents with a heading each, or one JSON object.
+    /// Output format: the four documents with a heading each, or one JSON object.
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
     pub(crate) output: Format,
     /// Print only this document, as JSON (what `deploy/iam/` holds).
@@ -72,14 +76,19 @@ pub(crate) enum Document {
     OperatorPolicy,
     PermissionsBoundary,
     GuardrailScp,
+    EvidenceReader,
+    /// Needs --replication-region.
+    RestoreDrillPolicy,
 }
 
 impl Document {
-    pub(crate) fn of(self, policies: &AccountPolicies) -> &Value {
+    pub(crate) fn of(self, policies: &AccountPolicies) -> Option<&Value> {
         match self {
-            Document::OperatorPolicy => &policies.operator_policy,
-            Document::PermissionsBoundary => &policies.permissions_boundary,
-            Document::GuardrailScp => &policies.guardrail_scp,
+            Document::OperatorPolicy => Some(&policies.operator_policy),
+            Document::PermissionsBoundary => Some(&policies.permissions_boundary),
+            Document::GuardrailScp => Some(&policies.guardrail_scp),
+            Document::EvidenceReader => Some(&policies.evidence_reader),
+            Document::RestoreDrillPolicy => policies.restore_drill_policy.as_ref(),
         }
     }
 }
@@ -133,6 +142,16 @@ impl AwsPoliciesArgs {
         {
             return Err(format!("--break-glass-role-arn {arn:?} is not an IAM role ARN of partition {partition}"));
         }
+        if let Some(replica) = &self.replication_region {
+            if *replica == self.region {
+                return Err(format!(
+                    "--replication-region {replica} is --region itself: a replica lives in another region"
+                ));
+            }
+            if Settings::partition_of(replica) != partition {
+                return Err(format!("--replication-region {replica} is not in partition {partition}"));
+            }
+        }
         Ok(Settings {
             cluster_name: self.cluster_name.clone(),
             region: self.region.clone(),
@@ -143,6 +162,7 @@ impl AwsPoliciesArgs {
             break_glass_role_arn: self.break_glass_role_arn.clone(),
             audit_log_bucket: self.audit_log_bucket.clone(),
             permissions_boundary_arn: format!("{iam}:policy/{}", self.permissions_boundary_name),
+            replication_region: self.replication_region.clone(),
             ..Settings::placeholder()
         })
     }
@@ -159,7 +179,7 @@ pub(crate) fn document_json(value: &Value) -> String {
 pub(crate) fn render(settings: &Settings, format: Format, only: Option<Document>) -> String {
     let policies = account::policies(settings);
     if let Some(document) = only {
-        return document_json(document.of(&policies));
+        return document.of(&policies).map(document_json).unwrap_or_default();
     }
     match format {
         Format::Json => {
@@ -181,7 +201,7 @@ pub(crate) fn render(settings: &Settings, format: Format, only: Option<Document>
             )
         }
         Format::Text => {
-            let sections = [
+            let mut sections = vec![
                 (
                     format!("Identity policy of the operator role {}", settings.operator_role_arn),
                     &policies.operator_policy,
@@ -197,7 +217,19 @@ pub(crate) fn render(settings: &Settings, format: Format, only: Option<Document>
                     "Guard-rail service control policy: attach it to the account's organizational unit".to_string(),
                     &policies.guardrail_scp,
                 ),
+                (
+                    "Read-only policy of `evidence`: the session policy of a break-glass (or operator) role session that reports"
+                        .to_string(),
+                    &policies.evidence_reader,
+                ),
             ];
+            if let Some(drill) = &policies.restore_drill_policy {
+                sections.push((
+                    "What `restore-drill` uses: the tenant role has all of it (tenant keys admit no one else for data)"
+                        .to_string(),
+                    drill,
+                ));
+            }
             let mut out = String::new();
             for (i, (heading, document)) in sections.iter().enumerate() {
                 if i > 0 {
@@ -220,6 +252,10 @@ pub fn main(args: &AwsPoliciesArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.only == Some(Document::RestoreDrillPolicy) && settings.replication_region.is_none() {
+        eprintln!("error: --only restore-drill-policy needs --replication-region");
+        return ExitCode::from(2);
+    }
     let rendered = render(&settings, args.output, args.only);
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(rendered.as_bytes()).and_then(|()| stdout.flush()) {

@@ -47,6 +47,16 @@ pub struct SettingsArgs {
     /// the flag, or separate IDs with commas in the environment variable. None: no perimeter.
     #[arg(long = "s3-vpc-endpoint-id", env = "ITO_S3_VPC_ENDPOINT_ID", value_delimiter = ',', value_parser = vpc_endpoint_id)]
     pub(crate) s3_vpc_endpoint_ids: Vec<String>,
+    /// AWS region of every tenant's replica bucket and key (disaster recovery), unless the
+    /// tenant names its own in spec.storage.replication.region. None: tenants replicate only
+    /// when their spec asks for it.
+    #[arg(long, env = "ITO_REPLICATION_REGION", value_parser = region_name)]
+    pub(crate) replication_region: Option<String>,
+    /// Let a tenant turn replication off (spec.storage.replication.enabled: false) although
+    /// --replication-region is set. Without it such a tenant is replicated anyway, and its
+    /// ReplicationConfigured condition says so.
+    #[arg(long, env = "ITO_ALLOW_REPLICATION_OPT_OUT", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub(crate) allow_replication_opt_out: bool,
 }
 
 impl Default for SettingsArgs {
@@ -62,7 +72,31 @@ impl Default for SettingsArgs {
             permissions_boundary_arn: None,
             workload_service_account: DEFAULT_WORKLOAD_SERVICE_ACCOUNT.into(),
             s3_vpc_endpoint_ids: Vec::new(),
+            replication_region: None,
+            allow_replication_opt_out: false,
         }
+    }
+}
+
+/// An AWS region name such as eu-west-1 (the CRD checks spec.storage.replication.region alike).
+pub(crate) fn region_name(region: &str) -> Result<String, String> {
+    if is_region_name(region) {
+        Ok(region.to_string())
+    } else {
+        Err(format!("{region:?} is not an AWS region name such as eu-west-1"))
+    }
+}
+
+/// `^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]{1,2}$`, as the CRD's rule.
+pub(crate) fn is_region_name(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    let lower = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase());
+    let number = |p: &str| (1..=2).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit());
+    let qualifier = |p: &str| p == "gov" || (p.starts_with("iso") && p.len() <= 4 && lower(p));
+    match parts.as_slice() {
+        [area, place, n] => area.len() == 2 && lower(area) && lower(place) && number(n),
+        [area, q, place, n] => area.len() == 2 && lower(area) && qualifier(q) && lower(place) && number(n),
+        _ => false,
     }
 }
 
@@ -112,6 +146,20 @@ impl SettingsArgs {
         settings.break_glass_role_arn = self.break_glass_role_arn.clone();
         settings.workload_service_account = self.workload_service_account.clone();
         settings.s3_vpc_endpoint_ids = self.s3_vpc_endpoint_ids.clone();
+        if let Some(replica) = &self.replication_region {
+            if self.aws_region.as_deref() == Some(replica.as_str()) {
+                return Err(format!(
+                    "--replication-region {replica} is the operator's own region: a replica must live in another region to survive the loss of this one"
+                ));
+            }
+            if Settings::partition_of(replica) != settings.partition {
+                return Err(format!(
+                    "--replication-region {replica} is in another AWS partition than --aws-region: S3 replicates only within a partition"
+                ));
+            }
+        }
+        settings.replication_region = self.replication_region.clone();
+        settings.allow_replication_opt_out = self.allow_replication_opt_out;
         Ok(settings)
     }
 }
@@ -145,6 +193,10 @@ pub struct Settings {
     pub workload_service_account: String,
     /// S3 VPC endpoints through which tenant roles must reach their objects (none: no perimeter).
     pub s3_vpc_endpoint_ids: Vec<String>,
+    /// Region of the tenants' replicas unless a tenant names its own; none: no default.
+    pub replication_region: Option<String>,
+    /// Whether a tenant may turn replication off although `replication_region` is set.
+    pub allow_replication_opt_out: bool,
 }
 
 impl Settings {
@@ -163,6 +215,8 @@ impl Settings {
             permissions_boundary_arn: format!("arn:aws:iam::<account-id>:policy/{PERMISSIONS_BOUNDARY_PLACEHOLDER}"),
             workload_service_account: DEFAULT_WORKLOAD_SERVICE_ACCOUNT.into(),
             s3_vpc_endpoint_ids: Vec::new(),
+            replication_region: None,
+            allow_replication_opt_out: false,
         }
     }
 

@@ -10,6 +10,8 @@ pub mod config;
 mod controller;
 pub mod desired;
 pub mod drift_events;
+pub mod drill;
+pub mod evidence;
 mod metrics;
 pub mod plan;
 pub mod run;

@@ -1,11 +1,12 @@
 //! imaging-tenant-operator: `run` the controller, `plan` a manifest offline, print the `crd` and
-//! the `aws-policies` that fence the operator.
+//! the `aws-policies` that fence the operator, report the `evidence` of every control, and prove
+//! replication with a `restore-drill`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use imaging_tenant_operator::{api, aws_policies, drift_events, plan, run};
+use imaging_tenant_operator::{api, aws_policies, drift_events, drill, evidence, plan, run};
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +38,12 @@ enum Command {
     /// Print the EventBridge rule, SQS queue policy and consumer policy of event-driven drift
     /// detection.
     DriftEvents(Box<drift_events::DriftEventsArgs>),
+    /// Report every control of every tenant, read from the cluster and AWS, for auditors
+    /// (HIPAA 164.312, AWS Config rule names), with a SHA-256 digest.
+    Evidence(Box<evidence::EvidenceArgs>),
+    /// Prove a tenant's replication with a canary object: write, wait for the replica, read it
+    /// back from the replication region, put delete markers, print the replication time.
+    RestoreDrill(Box<drill::DrillArgs>),
 }
 
 fn main() -> ExitCode {
@@ -50,5 +57,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::main(*args),
         Command::AwsPolicies(args) => aws_policies::main(&args),
         Command::DriftEvents(args) => drift_events::main(&args),
+        Command::Evidence(args) => evidence::main(&args),
+        Command::RestoreDrill(args) => drill::main(&args),
     }
 }

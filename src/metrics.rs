@@ -53,6 +53,13 @@ pub(crate) struct KubeRequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ControlLabels {
+    pub(crate) tenant: String,
+    pub(crate) control: String,
+    pub(crate) result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct AwsCallLabels {
     pub(crate) service: String,
     pub(crate) operation: String,
@@ -99,6 +106,11 @@ pub(crate) struct Metrics {
     leader: Gauge,
     /// The AWS call counts already added to the counters.
     aws_exported: Mutex<CallStats>,
+    /// Families named without the operator's prefix: `imaging_tenant_control`.
+    tenant_registry: Mutex<Registry>,
+    controls: Family<ControlLabels, Gauge>,
+    /// Per tenant UID: the label sets of its controls now set, so stale ones can go.
+    controls_by_tenant: Mutex<HashMap<String, Vec<ControlLabels>>>,
 }
 
 impl Default for Metrics {
@@ -184,6 +196,13 @@ impl Metrics {
         for ready in ["true", "false"] {
             tenants.get_or_create(&ReadyLabels { ready: ready.into() }).set(0);
         }
+        let mut tenant_registry = Registry::default();
+        let controls = Family::<ControlLabels, Gauge>::default();
+        tenant_registry.register(
+            "imaging_tenant_control",
+            "Result of each control of each tenant (docs/compliance.md): 1 for its current result (pass, fail, error, skip)",
+            controls.clone(),
+        );
         Metrics {
             registry: Mutex::new(root),
             drift_events,
@@ -201,6 +220,9 @@ impl Metrics {
             conditions_by_tenant: Mutex::default(),
             leader,
             aws_exported: Mutex::default(),
+            tenant_registry: Mutex::new(tenant_registry),
+            controls,
+            controls_by_tenant: Mutex::default(),
         }
     }
 
@@ -282,6 +304,8 @@ impl Metrics {
         let mut map = self.ready_by_tenant.lock().expect("lock");
         map.remove(uid);
         self.publish_ready(&map);
+        drop(map);
+        self.tenant_controls(uid, "", &[]);
         if let Some((name, types)) = self.conditions_by_tenant.lock().expect("lock").remove(uid) {
             self.remove_conditions(&name, &types);
         }
@@ -322,6 +346,28 @@ impl Metrics {
         self.leader.set(i64::from(leader));
     }
 
+    /// The current result of every control of a tenant, as `(control ID, result)`.
+    pub(crate) fn tenant_controls(&self, uid: &str, tenant: &str, results: &[(&str, &str)]) {
+        let now: Vec<ControlLabels> = results
+            .iter()
+            .map(|(control, result)| ControlLabels {
+                tenant: tenant.to_string(),
+                control: control.to_string(),
+                result: result.to_string(),
+            })
+            .collect();
+        let mut by_tenant = self.controls_by_tenant.lock().expect("lock");
+        for stale in by_tenant.remove(uid).unwrap_or_default().iter().filter(|l| !now.contains(l)) {
+            self.controls.remove(stale);
+        }
+        for labels in &now {
+            self.controls.get_or_create(labels).set(1);
+        }
+        if !now.is_empty() {
+            by_tenant.insert(uid.to_string(), now);
+        }
+    }
+
     fn publish_ready(&self, map: &HashMap<String, bool>) {
         let ready = map.values().filter(|r| **r).count() as i64;
         self.tenants.get_or_create(&ReadyLabels { ready: "true".into() }).set(ready);
@@ -331,8 +377,13 @@ impl Metrics {
     /// The text exposition format.
     pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let registry = self.registry.lock().expect("lock");
-        prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");
+        let tenant_registry = self.tenant_registry.lock().expect("lock");
+        encode_registry(&mut out, &registry)
+            .and_then(|()| encode_registry(&mut out, &tenant_registry))
+            .and_then(|()| encode_eof(&mut out))
+            .expect("writing to a String cannot fail");
         out
     }
 }
@@ -390,7 +441,11 @@ mod tests {
         m.tenant_ready("u2", false);
         m.set_leader(true);
         m.tenant_conditions("u1", "group-a", &[condition("Ready", "True")]);
+        m.tenant_controls("u1", "group-a", &[("ITO-S3-01", "fail"), ("ITO-S3-02", "pass")]);
+        m.tenant_controls("u1", "group-a", &[("ITO-S3-01", "pass"), ("ITO-S3-02", "pass")]);
         let text = m.encode();
+        assert!(!text.contains("result=\"fail\""), "a changed result replaces the old one:\n{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
         for family in [
             "imaging_tenant_operator_reconciliations_total{outcome=\"ok\"} 1",
             "imaging_tenant_operator_reconcile_errors_total{category=\"kubernetes_apply\"} 1",
@@ -405,6 +460,7 @@ mod tests {
             "imaging_tenant_operator_build_info{version=\"",
             "imaging_tenant_condition{tenant=\"group-a\",condition=\"Ready\",status=\"True\"} 1",
             "imaging_tenant_condition{tenant=\"group-a\",condition=\"Ready\",status=\"False\"} 0",
+            "imaging_tenant_control{tenant=\"group-a\",control=\"ITO-S3-01\",result=\"pass\"} 1",
         ] {
             assert!(text.contains(family), "missing {family} in\n{text}");
         }

@@ -167,8 +167,15 @@ pub(crate) fn render_yaml(plans: &[TenantPlan]) -> String {
             out.push_str(&format!("---\n# tenant {}: {place}\n", plan.name));
             out.push_str(&to_yaml(object));
         }
+        let replica = match &plan.aws.replication {
+            Some(r) => format!(
+                ", and in {} the replica S3 bucket and its KMS key, the replication role and the bucket's replication configuration",
+                r.region
+            ),
+            None => String::new(),
+        };
         out.push_str(&format!(
-            "---\n# tenant {}: AWS resources (IAM role, KMS key, S3 bucket) with their policies\n#\n",
+            "---\n# tenant {}: AWS resources (IAM role, KMS key, S3 bucket{replica}) with their policies\n#\n",
             plan.name
         ));
         for line in to_yaml(&plan.aws).lines() {

@@ -14,6 +14,12 @@ pub const BUCKET_READY: &str = "BucketReady";
 pub const BUCKET_SECURED: &str = "BucketSecured";
 /// The layers that keep people inside a tenant from undoing its isolation are in force.
 pub const GUARDED: &str = "Guarded";
+/// The replica bucket and its key exist in the replication region and every setting of the
+/// replica bucket was read back and matches. Reported only for a tenant that replicates.
+pub const REPLICA_READY: &str = "ReplicaReady";
+/// The replication role and the tenant bucket's replication configuration are in place, and
+/// the replica key it names was verified. Reported only for a tenant that replicates.
+pub const REPLICATION_CONFIGURED: &str = "ReplicationConfigured";
 pub const READY: &str = "Ready";
 /// kstatus: True while work or a retry is pending (the operator gets there on its own).
 pub const RECONCILING: &str = "Reconciling";
@@ -23,8 +29,9 @@ pub const STALLED: &str = "Stalled";
 /// Set only while a Delete-policy tenant cannot be removed yet (for example a non-empty bucket).
 pub const DELETION_BLOCKED: &str = "DeletionBlocked";
 
-/// Every condition that must be True for Ready, in the order they are reported.
-pub const PARTS: [&str; 9] = [
+/// Every condition that must be True for Ready, in the order they are reported. The replica
+/// conditions are reported, and so held against Ready, only for a tenant that replicates.
+pub const PARTS: [&str; 11] = [
     NAMESPACES_READY,
     NETWORK_ISOLATED,
     ACCESS_BOUND,
@@ -34,6 +41,8 @@ pub const PARTS: [&str; 9] = [
     KEY_READY,
     BUCKET_READY,
     BUCKET_SECURED,
+    REPLICA_READY,
+    REPLICATION_CONFIGURED,
 ];
 
 /// A condition as the reconciler decides it, before timestamps and generation are attached.

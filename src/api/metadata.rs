@@ -47,6 +47,8 @@ pub const TAG_TENANT_UID: &str = TENANT_UID_LABEL;
 pub const TAG_CLUSTER: &str = "imaging.tenancy.dev/cluster";
 pub const TAG_MANAGED_BY: &str = MANAGED_BY_LABEL;
 pub const TAG_RETAINED: &str = RETAINED_LABEL;
+/// On the replica bucket and the replica key: the name of the tenant bucket they replicate.
+pub const TAG_REPLICA_OF: &str = "imaging.tenancy.dev/replica-of";
 
 /// On each of the chart's ValidatingAdmissionPolicies: which guard it is. The operator reads
 /// these to tell whether the admission layer is installed and bound (condition `Guarded`).

@@ -52,6 +52,7 @@ pub const MAX_TENANT_NAME: usize = 40;
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS-1123 label: lowercase letters, digits and '-', starting with a letter and ending with a letter or digit"),
     validation = Rule::new("self.metadata.name != 'default' && !self.metadata.name.startsWith('kube-') && !self.metadata.name.startsWith('openshift-')").message("metadata.name must not be 'default' or start with 'kube-' or 'openshift-': those namespaces belong to the platform"),
     validation = Rule::new("!has(self.spec.namespaces) || self.spec.namespaces.all(n, n.name == self.metadata.name || n.name.startsWith(self.metadata.name + '-'))").message("every spec.namespaces[].name must be the tenant name or start with '<tenant name>-'"),
+    validation = Rule::new("!has(self.spec.storage) || !has(self.spec.storage.replication) || !has(self.spec.storage.replication.region) || (has(oldSelf.spec.storage) && has(oldSelf.spec.storage.replication) && oldSelf.spec.storage.replication == self.spec.storage.replication) || !has(self.status) || !has(self.status.bucket) || !has(self.status.bucket.region) || self.spec.storage.replication.region != self.status.bucket.region").message("spec.storage.replication.region must differ from the region of the tenant's bucket (status.bucket.region): a replica in the same region does not survive the loss of that region"),
     validation = Rule::new("oldSelf.spec.deletionPolicy != 'Retain' || self.spec.deletionPolicy != 'Delete' || (has(self.spec.deletionConfirmation) && self.spec.deletionConfirmation == self.metadata.name)").message("switching spec.deletionPolicy from Retain to Delete needs spec.deletionConfirmation set to the tenant's name: with Delete, deleting the tenant deletes its namespaces with their volumes, its IAM role, its bucket once empty, and then its KMS key"),
 )]
 #[serde(rename_all = "camelCase")]
@@ -317,6 +318,7 @@ fn default_container_requests() -> BTreeMap<String, IntOrString> {
     validation = Rule::new("!has(self.retention) || self.versioning").message("storage.retention (S3 Object Lock) requires storage.versioning: true"),
     validation = Rule::new("!has(oldSelf.retention) || has(self.retention)").message("storage.retention cannot be removed once set: Object Lock retention may only grow stricter"),
     validation = Rule::new("!has(self.retention) || !has(self.lifecycle) || !has(self.lifecycle.expireNoncurrentAfterDays) || self.lifecycle.expireNoncurrentAfterDays >= self.retention.days").message("storage.lifecycle.expireNoncurrentAfterDays must be at least storage.retention.days"),
+    validation = Rule::new("!has(oldSelf.retention) || oldSelf.retention.mode != 'Compliance' || (has(oldSelf.replication) && !oldSelf.replication.enabled) || (has(self.replication) ? self.replication.enabled : !has(oldSelf.replication))").message("storage.replication cannot be removed or disabled while storage.retention.mode is Compliance: the replica is part of what Compliance retention keeps"),
 )]
 pub struct Storage {
     /// Keep every version of every object. Must be true: an overwrite or delete keeps the
@@ -333,12 +335,40 @@ pub struct Storage {
     /// Lifecycle rules: archive current objects and expire old versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle: Option<Lifecycle>,
+    /// A replica of every object in a second AWS region, in a bucket of its own encrypted with a
+    /// key of its own (disaster recovery). Without this field the operator's
+    /// --replication-region, if it has one, applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<Replication>,
 }
 
 impl Default for Storage {
     fn default() -> Self {
-        Storage { versioning: true, retention: None, lifecycle: None }
+        Storage { versioning: true, retention: None, lifecycle: None, replication: None }
     }
+}
+
+/// Replication of the tenant's bucket to a bucket in a second region.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(oldSelf.region) || (has(self.region) && self.region == oldSelf.region)").message("storage.replication.region cannot change once set: the replica bucket and key live in that region; create a new tenant to replicate elsewhere"),
+)]
+pub struct Replication {
+    /// Replicate (the default). false turns replication off for this tenant, which the operator
+    /// accepts only when it runs with --allow-replication-opt-out; the replica is then kept.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// AWS region of the replica, for example eu-west-1; it must differ from the operator's
+    /// region. Defaults to the operator's --replication-region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 9, max = 25))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]{1,2}$')").message("storage.replication.region must be an AWS region name such as eu-west-1 or us-gov-west-1"))]
+    pub region: Option<String>,
+    /// S3 Replication Time Control: replicate 99.99% of objects within 15 minutes, with
+    /// replication metrics (at extra cost).
+    #[serde(default)]
+    pub replication_time_control: bool,
 }
 
 fn default_true() -> bool {
@@ -454,7 +484,8 @@ pub struct ImagingTenantStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// NamespacesReady, NetworkIsolated, AccessBound, QuotaApplied, Guarded, IdentityReady,
-    /// KeyReady, BucketReady, BucketSecured and Ready, each with a reason and a message.
+    /// KeyReady, BucketReady, BucketSecured, with replication ReplicaReady and
+    /// ReplicationConfigured, and Ready, each with a reason and a message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "condition::conditions_schema")]
     pub conditions: Vec<Condition>,
@@ -475,6 +506,31 @@ pub struct ImagingTenantStatus {
     /// The tenant's IAM role.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<RoleStatus>,
+    /// The replica of the tenant's bucket in the replication region, its KMS key there, and the
+    /// IAM role S3 replicates with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<ReplicaStatus>,
+}
+
+/// The tenant's replica: recorded the moment each part exists.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaStatus {
+    /// The replica bucket (its region is the replication region).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<BucketStatus>,
+    /// The replica bucket's KMS key, in the replication region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<KeyStatus>,
+    /// The IAM role S3 assumes to replicate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<RoleStatus>,
+}
+
+impl ReplicaStatus {
+    pub fn is_empty(&self) -> bool {
+        self.bucket.is_none() && self.key.is_none() && self.role.is_none()
+    }
 }
 
 /// The tenant's S3 bucket.

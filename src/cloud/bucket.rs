@@ -41,7 +41,7 @@ struct LiveBucket {
 
 /// A policy that compares as AWS reads it.
 #[derive(Debug)]
-struct Policy(Value);
+pub(super) struct Policy(pub(super) Value);
 
 impl PartialEq for Policy {
     fn eq(&self, other: &Self) -> bool {
@@ -51,9 +51,9 @@ impl PartialEq for Policy {
 
 /// Object Lock as read back.
 #[derive(Debug, PartialEq)]
-struct Lock {
-    enabled: bool,
-    retention: Option<ObjectLockRetention>,
+pub(super) struct Lock {
+    pub(super) enabled: bool,
+    pub(super) retention: Option<ObjectLockRetention>,
 }
 
 impl Aws {
@@ -132,7 +132,7 @@ impl Aws {
         Ok(())
     }
 
-    async fn bucket_tags(&self, want: &BucketSpec) -> Result<Tags, CloudError> {
+    pub(super) async fn bucket_tags(&self, want: &BucketSpec) -> Result<Tags, CloudError> {
         let sent = self.s3.get_bucket_tagging().bucket(&want.name).send().await;
         let out = sent.absent(&["NoSuchTagSet"]).aws_context("s3:GetBucketTagging", &bucket(want))?;
         Ok(out
@@ -187,13 +187,13 @@ impl Aws {
         let status = BucketStatus { name: want.name.clone(), arn: want.arn.clone(), region: want.region.clone() };
         step.created(KIND, format!("created S3 bucket {}", want.name));
         let recorded = status.clone();
-        step.record(|ids| ids.bucket = Some(recorded)).await?;
+        step.record_bucket(recorded).await?;
         // The tags went with CreateBucket; `ensure` restores any that S3 does not show.
         let tags = self.bucket_tags(want).await?;
         Ok(LiveBucket { status, tags })
     }
 
-    async fn public_access_block(&self, want: &BucketSpec) -> Result<Option<BlockPublicAccess>, CloudError> {
+    pub(super) async fn public_access_block(&self, want: &BucketSpec) -> Result<Option<BlockPublicAccess>, CloudError> {
         let sent = self.s3.get_public_access_block().bucket(&want.name).send().await;
         let out = sent
             .absent(&["NoSuchPublicAccessBlockConfiguration"])
@@ -221,7 +221,7 @@ impl Aws {
         Ok(())
     }
 
-    async fn ownership(&self, want: &BucketSpec) -> Result<Option<String>, CloudError> {
+    pub(super) async fn ownership(&self, want: &BucketSpec) -> Result<Option<String>, CloudError> {
         let sent = self.s3.get_bucket_ownership_controls().bucket(&want.name).send().await;
         let out = sent
             .absent(&["OwnershipControlsNotFoundError"])
@@ -247,7 +247,7 @@ impl Aws {
         Ok(())
     }
 
-    async fn encryption(&self, want: &BucketSpec) -> Result<Option<BucketEncryption>, CloudError> {
+    pub(super) async fn encryption(&self, want: &BucketSpec) -> Result<Option<BucketEncryption>, CloudError> {
         let sent = self.s3.get_bucket_encryption().bucket(&want.name).send().await;
         let out = sent
             .absent(&["ServerSideEncryptionConfigurationNotFoundError"])
@@ -297,7 +297,7 @@ impl Aws {
         Ok(())
     }
 
-    async fn versioning(&self, want: &BucketSpec) -> Result<Option<String>, CloudError> {
+    pub(super) async fn versioning(&self, want: &BucketSpec) -> Result<Option<String>, CloudError> {
         let sent = self.s3.get_bucket_versioning().bucket(&want.name).send().await;
         let out = sent.aws_context("s3:GetBucketVersioning", &bucket(want))?;
         Ok(out.status().map(|s| s.as_str().to_string()))
@@ -310,7 +310,7 @@ impl Aws {
         Ok(())
     }
 
-    async fn object_lock(&self, want: &BucketSpec) -> Result<Lock, CloudError> {
+    pub(super) async fn object_lock(&self, want: &BucketSpec) -> Result<Lock, CloudError> {
         let sent = self.s3.get_object_lock_configuration().bucket(&want.name).send().await;
         let out = sent
             .absent(&["ObjectLockConfigurationNotFoundError"])
@@ -347,7 +347,7 @@ impl Aws {
         Ok(())
     }
 
-    async fn lifecycle(&self, want: &BucketSpec) -> Result<Vec<LifecycleRule>, CloudError> {
+    pub(super) async fn lifecycle(&self, want: &BucketSpec) -> Result<Vec<LifecycleRule>, CloudError> {
         let sent = self.s3.get_bucket_lifecycle_configuration().bucket(&want.name).send().await;
         let out = sent
             .absent(&["NoSuchLifecycleConfiguration"])
@@ -395,7 +395,7 @@ impl Aws {
         Ok(())
     }
 
-    async fn logging(&self, want: &BucketSpec) -> Result<Option<AccessLogging>, CloudError> {
+    pub(super) async fn logging(&self, want: &BucketSpec) -> Result<Option<AccessLogging>, CloudError> {
         let sent = self.s3.get_bucket_logging().bucket(&want.name).send().await;
         let out = sent.aws_context("s3:GetBucketLogging", &bucket(want))?;
         Ok(out.logging_enabled().map(|l| AccessLogging {
@@ -422,7 +422,7 @@ impl Aws {
         Ok(())
     }
 
-    async fn bucket_policy(&self, want: &BucketSpec) -> Result<Option<Policy>, CloudError> {
+    pub(super) async fn bucket_policy(&self, want: &BucketSpec) -> Result<Option<Policy>, CloudError> {
         let sent = self.s3.get_bucket_policy().bucket(&want.name).send().await;
         let out = sent.absent(&["NoSuchBucketPolicy"]).aws_context("s3:GetBucketPolicy", &bucket(want))?;
         out.and_then(|o| o.policy)
@@ -479,7 +479,7 @@ impl Buckets for Aws {
         let live = match self.find_bucket(want).await? {
             Some(live) => {
                 let recorded = live.status.clone();
-                step.record(|ids| ids.bucket = Some(recorded)).await?;
+                step.record_bucket(recorded).await?;
                 live
             }
             None => self.create_bucket(want, step).await?,

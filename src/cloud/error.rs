@@ -39,6 +39,12 @@ pub enum CloudError {
         "KMS key {name} carries the tenant's tags but is not used: {detail}. A key the operator did not create this way may let someone else decrypt the tenant's images: delete its alias and tags after checking who made it, and the operator creates a new key"
     )]
     UnsafeKey { name: String, detail: String },
+    /// The key a replication configuration is to name, or names, is not the tenant's usable
+    /// replica key: the configuration is not written (or is reported) until it is.
+    #[error(
+        "replica KMS key {key} is refused for the replication configuration: {detail}. The operator restores the tenant's replica key on its next pass; if this persists, check who changed the key or its tags"
+    )]
+    ReplicaKeyRefused { key: String, detail: String },
     /// The bucket receiving the tenant bucket's access logs is missing, not this account's, or
     /// not protected from public access.
     #[error("access-log bucket {bucket} {detail}")]
@@ -187,6 +193,7 @@ impl CloudError {
             },
             CloudError::UntaggedBucket { .. } => "BucketUntagged",
             CloudError::UnsafeKey { .. } => "KeyRefused",
+            CloudError::ReplicaKeyRefused { .. } => "ReplicaKeyRefused",
             CloudError::AuditLogBucket { .. } => "AuditLogBucketUnusable",
             CloudError::NotConverged { .. } => "NotConverged",
             CloudError::Unreadable { .. } => "UnreadableResponse",
@@ -203,7 +210,7 @@ impl CloudError {
                 ErrorClass::Conflict
             }
             CloudError::AuditLogBucket { .. } => ErrorClass::Client,
-            CloudError::NotConverged { .. } => ErrorClass::NotConverged,
+            CloudError::NotConverged { .. } | CloudError::ReplicaKeyRefused { .. } => ErrorClass::NotConverged,
             CloudError::Unreadable { .. } => ErrorClass::Unreadable,
             CloudError::Progress { .. } => ErrorClass::Status,
             CloudError::Waiting { .. } => ErrorClass::Waiting,

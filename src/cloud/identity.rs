@@ -21,16 +21,16 @@ const NO_SUCH_ENTITY: [&str; 1] = ["NoSuchEntity"];
 const PAGE: i32 = 100;
 
 /// The role as IAM has it.
-struct LiveRole {
-    arn: String,
-    trust_policy: Option<String>,
+pub(super) struct LiveRole {
+    pub(super) arn: String,
+    pub(super) trust_policy: Option<String>,
     /// ARN of the role's permissions boundary, if it has one.
-    boundary: Option<String>,
-    tags: Tags,
+    pub(super) boundary: Option<String>,
+    pub(super) tags: Tags,
 }
 
 impl Aws {
-    async fn get_role(&self, want: &RoleSpec) -> Result<Option<LiveRole>, CloudError> {
+    pub(super) async fn get_role(&self, want: &RoleSpec) -> Result<Option<LiveRole>, CloudError> {
         let sent = self.iam.get_role().role_name(&want.name).send().await;
         let out = sent.absent(&NO_SUCH_ENTITY).aws_context("iam:GetRole", &role(want))?;
         Ok(out.and_then(|o| o.role).map(|r| LiveRole {
@@ -65,7 +65,7 @@ impl Aws {
 
     /// The names of the role's inline policies and the ARNs of its managed ones; none when
     /// the role is gone.
-    async fn role_policy_names(&self, want: &RoleSpec) -> Result<(Vec<String>, Vec<String>), CloudError> {
+    pub(super) async fn role_policy_names(&self, want: &RoleSpec) -> Result<(Vec<String>, Vec<String>), CloudError> {
         let inline = self.iam.list_role_policies().role_name(&want.name).into_paginator().page_size(PAGE);
         let inline = every_item(inline.items().send(), "iam:ListRolePolicies", want).await?;
         let attached = self.iam.list_attached_role_policies().role_name(&want.name).into_paginator().page_size(PAGE);
@@ -131,12 +131,12 @@ impl Identities for Aws {
             step.created(KIND, format!("created IAM role {arn}"));
             let status = RoleStatus { name: want.name.clone(), arn };
             let recorded = status.clone();
-            step.record(|ids| ids.role = Some(recorded)).await?;
+            step.record_role(recorded).await?;
             return Ok(status);
         };
         let status = RoleStatus { name: want.name.clone(), arn: live.arn.clone() };
         let recorded = status.clone();
-        step.record(|ids| ids.role = Some(recorded)).await?;
+        step.record_role(recorded).await?;
 
         let resource = role(want);
         // Before any policy write: the operator may write role policies only on roles that
@@ -244,6 +244,9 @@ impl Identities for Aws {
         match pass.policy() {
             DeletionPolicy::Retain => {
                 pass.retain(&live.tags, format!("IAM role {}", live.arn), |tags| self.tag_role(want, tags)).await?;
+                if !want.revoke_on_retain {
+                    return Ok(());
+                }
                 // Offboarding revokes access: nobody may assume the kept role any more.
                 let closed = retained_trust_policy();
                 let trust = live.trust_policy.as_deref().map(policy::parse).transpose().ok().flatten();

@@ -62,7 +62,7 @@ impl Aws {
         }))
     }
 
-    async fn key_tags(&self, id: &str, want: &KeySpec) -> Result<Tags, CloudError> {
+    pub(super) async fn key_tags(&self, id: &str, want: &KeySpec) -> Result<Tags, CloudError> {
         let pages = first_pages(self.kms.list_resource_tags().key_id(id).into_paginator().send(), SEARCH_PAGES)
             .await
             .aws_context("kms:ListResourceTags", &key(want, id))?;
@@ -212,7 +212,7 @@ impl Aws {
         step.created(KIND, format!("created KMS key {} with alias {}", status.id, want.alias));
         // Invariant 7: the ID goes to status before anything else happens.
         let recorded = status.clone();
-        step.record(|ids| ids.key = Some(recorded)).await?;
+        step.record_key(recorded).await?;
         self.create_alias(want, &status.id).await?;
         if want.rotation_enabled {
             self.enable_rotation(want, &status.id).await?;
@@ -231,7 +231,7 @@ impl Aws {
         Ok(())
     }
 
-    async fn key_policy(&self, want: &KeySpec, id: &str) -> Result<Option<serde_json::Value>, CloudError> {
+    pub(super) async fn key_policy(&self, want: &KeySpec, id: &str) -> Result<Option<serde_json::Value>, CloudError> {
         let sent = self.kms.get_key_policy().key_id(id).policy_name(POLICY_NAME).send().await;
         let out = sent.aws_context("kms:GetKeyPolicy", &key(want, id))?;
         out.policy().map(policy::parse).transpose().map_err(|detail| CloudError::Unreadable {
@@ -241,7 +241,7 @@ impl Aws {
         })
     }
 
-    async fn rotation(&self, want: &KeySpec, id: &str) -> Result<bool, CloudError> {
+    pub(super) async fn rotation(&self, want: &KeySpec, id: &str) -> Result<bool, CloudError> {
         Ok(self
             .kms
             .get_key_rotation_status()
@@ -346,7 +346,7 @@ impl Keys for Aws {
         self.check_adoptable(want, &live.status.id).await?;
         let status = live.status.clone();
         let recorded = status.clone();
-        step.record(|ids| ids.key = Some(recorded)).await?;
+        step.record_key(recorded).await?;
         self.converge_key(want, live, step).await?;
         Ok(status)
     }

@@ -252,16 +252,43 @@ pub(crate) fn describe<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     }
 }
 
+/// Top-level fields of a NetworkPolicy's spec that someone else added to the operator's: an
+/// `ingress` or `egress` list on a policy that has none opens traffic. [`contains`] ignores
+/// extra fields, and server-side apply never removes a field another manager set, so these are
+/// found and removed on their own.
+fn foreign_policy_rules(kind: &str, observed: &Value, desired: &Value) -> Vec<String> {
+    if kind != "NetworkPolicy" {
+        return Vec::new();
+    }
+    let present = |v: &Value| !(v.is_null() || v.as_array().is_some_and(|a| a.is_empty()));
+    observed["spec"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, v)| present(v) && !present(&desired["spec"][k.as_str()]))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
 /// Server-side applies `obj` unless the cache shows it already as desired.
 pub(crate) async fn apply_one<K>(api: &Api<K>, cached: Option<&K>, obj: &K, changes: &mut Changes) -> Result<(), Error>
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
 {
     let want = to_json(obj);
-    if let Some(have) = cached
-        && contains(&serde_json::to_value(have).unwrap_or_default(), &want)
-    {
-        return Ok(());
+    if let Some(have) = cached {
+        let have = serde_json::to_value(have).unwrap_or_default();
+        let foreign = foreign_policy_rules(&K::kind(&()), &have, &want);
+        if foreign.is_empty() && contains(&have, &want) {
+            return Ok(());
+        }
+        if !foreign.is_empty() {
+            let removal =
+                json!({"spec": foreign.iter().map(|k| (k.clone(), Value::Null)).collect::<serde_json::Map<_, _>>()});
+            api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&removal))
+                .await
+                .map_err(|source| Error::Apply { what: describe(obj), source })?;
+        }
     }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let applied = api
@@ -416,6 +443,17 @@ pub(crate) fn without_owner<K: Resource>(obj: &K, tenant_uid: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rules_added_to_a_policy_that_has_none_are_foreign() {
+        let deny = json!({"spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}});
+        let widened = json!({"spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"], "ingress": [{}]}});
+        assert_eq!(foreign_policy_rules("NetworkPolicy", &widened, &deny), ["ingress"]);
+        assert!(foreign_policy_rules("NetworkPolicy", &deny, &deny).is_empty());
+        let emptied = json!({"spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"], "egress": []}});
+        assert!(foreign_policy_rules("NetworkPolicy", &emptied, &deny).is_empty(), "an empty list allows nothing");
+        assert!(foreign_policy_rules("ResourceQuota", &widened, &deny).is_empty());
+    }
 
     #[test]
     fn contains_ignores_extra_fields_but_not_missing_ones() {

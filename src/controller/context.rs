@@ -37,6 +37,7 @@ pub(crate) struct Context {
     pub(crate) resync_interval: Duration,
     pub(crate) backoff: Backoff,
     pub(crate) aws_checks: Arc<AwsChecks>,
+    pub(crate) reports: super::reports::Reports,
 }
 
 impl Context {
@@ -61,6 +62,7 @@ impl Context {
             resync_interval: opts.resync_interval,
             backoff: Backoff::default(),
             aws_checks: Arc::default(),
+            reports: Default::default(),
         }
     }
 
@@ -74,6 +76,7 @@ impl Context {
     pub(crate) fn forget(&self, uid: &str) {
         self.backoff.reset(uid);
         self.aws_checks.forget(uid);
+        self.reports.forget(uid);
         self.metrics.forget_tenant(uid);
     }
 }
@@ -200,7 +203,9 @@ impl AwsChecks {
         checks.entry(uid.to_string()).or_insert_with(|| AwsCheck {
             at: Instant::now().checked_sub(resync / 2).unwrap_or(self.epoch),
             generation: tenant.metadata.generation,
-            requested_at: requested_at(tenant).map(str::to_string),
+            // The status does not say which request it answered: a tenant carrying the
+            // reconcile-request annotation is verified at once, as asked.
+            requested_at: None,
             stale: false,
             verdicts: verdicts.to_vec(),
             ids: ids.clone(),
@@ -350,8 +355,11 @@ mod tests {
         assert!(due_now < 10, "{due_now} of 500 verified right after the restart");
         let bins = histogram(&uids.iter().map(|u| checks.due_in(u, resync)).collect::<Vec<_>>(), resync);
         assert!(bins.iter().all(|n| (30..=70).contains(n)), "500 tenants over the first interval: {bins:?}");
-        // A spec change or a request still goes first.
+        // A spec change or a request still goes first, also one made before the restart.
         assert!(checks.due(&tenant(2, None), &uids[0], resync));
         assert!(checks.due(&tenant(1, Some("now")), &uids[0], resync));
+        let asked = AwsChecks::default();
+        asked.seed(&tenant(1, Some("before")), "x", &ok, &CloudIds::default(), resync);
+        assert!(asked.due(&tenant(1, Some("before")), "x", resync));
     }
 }

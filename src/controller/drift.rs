@@ -106,6 +106,18 @@ fn tenant_of(named: &Named, tenants: &[Arc<ImagingTenant>]) -> Option<Arc<Imagin
             if let Some(r) = &status.role {
                 ours.extend([r.name.as_str(), r.arn.as_str()]);
             }
+            // The replica's bucket, key and role, when the tenant replicates.
+            if let Some(replica) = &status.replica {
+                if let Some(b) = &replica.bucket {
+                    ours.extend([b.name.as_str(), b.arn.as_str()]);
+                }
+                if let Some(k) = &replica.key {
+                    ours.extend([k.id.as_str(), k.arn.as_str(), k.alias.as_str()]);
+                }
+                if let Some(r) = &replica.role {
+                    ours.extend([r.name.as_str(), r.arn.as_str()]);
+                }
+            }
             ours.retain(|v| !v.is_empty());
             named.values.iter().any(|v| {
                 ours.contains(&v.as_str())
@@ -211,6 +223,11 @@ mod tests {
                     "bucket": {"name": "imaging-group-a-1234", "arn": "arn:aws:s3:::imaging-group-a-1234"},
                     "key": {"id": "k-1", "arn": "arn:aws:kms:us-east-1:123456789012:key/k-1", "alias": "alias/imaging/c/group-a-1234"},
                     "role": {"name": "imaging-group-a-1234", "arn": "arn:aws:iam::123456789012:role/imaging-tenants/imaging-group-a-1234"},
+                    "replica": {
+                        "bucket": {"name": "imaging-group-a-1234-dr", "region": "eu-west-1"},
+                        "key": {"id": "k-2", "arn": "arn:aws:kms:eu-west-1:123456789012:key/k-2"},
+                        "role": {"name": "imaging-group-a-1234-replication"},
+                    },
                 },
             }))
             .unwrap(),
@@ -246,5 +263,12 @@ mod tests {
         }
         let similar = event("6", "s3", json!({"bucketName": "imaging-group-a-12345"}), "arn:someone");
         assert_eq!(judge.judge(&similar, &tenants).0, Outcome::Unknown, "a longer name is another bucket");
+        let replica = event("7", "s3", json!({"bucketName": "imaging-group-a-1234-dr"}), "arn:someone");
+        assert_eq!(judge.judge(&replica, &tenants).0, Outcome::Matched, "the replica bucket is the tenant's");
+        let replica_key = event("8", "kms", json!({"keyId": "k-2"}), "arn:someone");
+        assert_eq!(judge.judge(&replica_key, &tenants).0, Outcome::Matched);
+        let replication_role =
+            event("9", "iam", json!({"roleName": "imaging-group-a-1234-replication"}), "arn:someone");
+        assert_eq!(judge.judge(&replication_role, &tenants).0, Outcome::Matched);
     }
 }

@@ -16,6 +16,7 @@ mod events;
 mod guard;
 mod namespaces;
 mod reconcile;
+mod reports;
 mod status;
 
 use std::sync::Arc;

@@ -251,7 +251,7 @@ struct AwsOutcome {
 async fn verify_aws(tenant: &ImagingTenant, ctx: &Context, claims: &Claims, wanted: usize) -> AwsOutcome {
     let uid = tenant_uid(tenant);
     let previous = tenant.status.clone().unwrap_or_default();
-    let known = CloudIds { role: previous.role, key: previous.key, bucket: previous.bucket };
+    let known = CloudIds::of(&previous);
     let pending = |reason: &str, message: &str| AwsOutcome {
         verdicts: AWS_PARTS.iter().map(|part| Verdict::failed(part, reason, message)).collect(),
         ids: known.clone(),
@@ -286,6 +286,7 @@ async fn verify_aws(tenant: &ImagingTenant, ctx: &Context, claims: &Claims, want
         ctx.events.publish(tenant, EventType::Normal, e.reason, "ReconcileAws", e.note).await;
     }
     ctx.aws_checks.record(tenant, uid, &verdicts, &ids);
+    super::reports::publish(tenant, ctx).await;
     AwsOutcome {
         verdicts,
         ids,
@@ -375,7 +376,7 @@ async fn cleanup(tenant: &ImagingTenant, ctx: &Context) -> Result<Action, Error>
     ctx.events.changes(tenant, &changes, false).await;
 
     let previous = tenant.status.clone().unwrap_or_default();
-    let known = CloudIds { role: previous.role.clone(), key: previous.key.clone(), bucket: previous.bucket.clone() };
+    let known = CloudIds::of(&previous);
     match ctx.cloud.retire(tenant, &ctx.settings, &known).await {
         Retirement::Done { events } => {
             for e in events {

@@ -119,6 +119,7 @@ pub(crate) fn build(
         bucket: ids.bucket,
         key: ids.key,
         role: ids.role,
+        replica: ids.replica.filter(|r| !r.is_empty()),
     }
 }
 
@@ -207,7 +208,7 @@ impl Progress for StatusProgress {
             return Ok(());
         }
         let api: Api<ImagingTenant> = Api::all(self.client.clone());
-        let patch = json!({"status": {"role": ids.role, "key": ids.key, "bucket": ids.bucket}});
+        let patch = json!({"status": {"role": ids.role, "key": ids.key, "bucket": ids.bucket, "replica": ids.replica}});
         api.patch_status(&self.tenant, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(|e| format!("recording AWS resource IDs in the status of {}: {e}", self.tenant))?;

@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 use crate::api::metadata::{MANAGED_BY, TAG_CLUSTER, TAG_MANAGED_BY, TAG_TENANT_UID};
 use crate::config::Settings;
 use crate::desired::aws::{
-    OBJECT_DATA_ACTIONS, TENANT_BUCKET_ACTIONS, TENANT_KEY_ACTIONS, TENANT_OBJECT_ACTIONS, s3_service,
+    OBJECT_DATA_ACTIONS, REPLICATION_DESTINATION_ACTIONS, REPLICATION_SOURCE_BUCKET_ACTIONS,
+    REPLICATION_SOURCE_OBJECT_ACTIONS, TENANT_BUCKET_ACTIONS, TENANT_KEY_ACTIONS, TENANT_OBJECT_ACTIONS,
+    TENANT_REPLICA_ACTIONS, s3_service, s3_service_in,
 };
 use crate::desired::names;
 
@@ -62,12 +64,17 @@ pub const BUCKET_WRITE_ACTIONS: [&str; 12] = [
     "s3:TagResource",
 ];
 
+/// What the operator calls for replication on tenant buckets: the configuration's read and
+/// write (`DeleteBucketReplication` is authorised as `s3:PutReplicationConfiguration`).
+pub const REPLICATION_CONFIGURATION_ACTIONS: [&str; 2] =
+    ["s3:GetReplicationConfiguration", "s3:PutReplicationConfiguration"];
+
 /// Key-data actions the operator never has, denied outright in its own policy and again in the
 /// guard-rail SCP (as are [`OBJECT_DATA_ACTIONS`]).
 pub const OPERATOR_DENIED_KEY_ACTIONS: [&str; 4] =
     ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"];
 
-/// The three documents of `aws-policies`.
+/// The four documents of `aws-policies`.
 #[derive(serde::Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct AccountPolicies {
@@ -77,16 +84,65 @@ pub struct AccountPolicies {
     pub permissions_boundary: Value,
     /// Recommended service control policy for the account (or its OU).
     pub guardrail_scp: Value,
+    /// Read-only identity policy for `evidence`.
+    pub evidence_reader: Value,
+    /// What `restore-drill` uses, with a replication region.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore_drill_policy: Option<Value>,
 }
 
-/// All three policies for these settings (`operator_role_arn`, `permissions_boundary_arn` and
+/// All four policies for these settings (`operator_role_arn`, `permissions_boundary_arn` and
 /// `break_glass_role_arn` as `aws-policies` builds them).
 pub fn policies(settings: &Settings) -> AccountPolicies {
     AccountPolicies {
         operator_policy: operator_policy(settings),
         permissions_boundary: permissions_boundary_policy(settings),
         guardrail_scp: guardrail_scp(settings),
+        evidence_reader: evidence_reader_policy(settings),
+        restore_drill_policy: restore_drill_policy(settings),
     }
+}
+
+/// What `restore-drill` does with the caller's credentials: write a canary under
+/// `restore-drill/` in a tenant bucket (its key through S3), find and read its replica (the
+/// replica key through S3 in the replication region), and put delete markers on both. Tenant
+/// key policies let only the tenant role use the keys, so the drill runs as the tenant role,
+/// whose own policy already allows all of this; this document says exactly what that is.
+pub fn restore_drill_policy(settings: &Settings) -> Option<Value> {
+    let replica = settings.replication_region.as_deref()?;
+    let buckets = tenant_buckets_arn(settings);
+    Some(json!({
+        "Version": POLICY_VERSION,
+        "Statement": [
+            {
+                // HeadObject answers 404 for a replica not there yet only with s3:ListBucket.
+                "Sid": "FindCanaries",
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": buckets,
+            },
+            {
+                "Sid": "WriteReadAndMarkCanaries",
+                "Effect": "Allow",
+                "Action": ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
+                "Resource": format!("{buckets}/restore-drill/*"),
+            },
+            {
+                "Sid": "EncryptCanariesThroughS3",
+                "Effect": "Allow",
+                "Action": "kms:GenerateDataKey",
+                "Resource": keys_arn(settings),
+                "Condition": {"StringEquals": {"kms:ViaService": s3_service(settings)}},
+            },
+            {
+                "Sid": "ReadReplicasThroughS3",
+                "Effect": "Allow",
+                "Action": "kms:Decrypt",
+                "Resource": keys_arn_in(settings, replica),
+                "Condition": {"StringEquals": {"kms:ViaService": s3_service_in(settings, replica)}},
+            },
+        ]
+    }))
 }
 
 /// `arn:<partition>:iam::<account>:role/imaging-tenants/*`: every tenant role of the account.
@@ -102,10 +158,13 @@ pub fn tenant_buckets_arn(settings: &Settings) -> String {
 
 /// `arn:<partition>:kms:<region>:<account>:alias/imaging/<cluster>/*`: this cluster's aliases.
 pub fn tenant_aliases_arn(settings: &Settings) -> String {
+    tenant_aliases_arn_in(settings, &settings.region)
+}
+
+fn tenant_aliases_arn_in(settings: &Settings, region: &str) -> String {
     format!(
-        "arn:{}:kms:{}:{}:{}{}/*",
+        "arn:{}:kms:{region}:{}:{}{}/*",
         settings.partition,
-        settings.region,
         settings.account_id,
         names::ALIAS_PREFIX,
         names::alias_cluster(&settings.cluster_name)
@@ -114,7 +173,24 @@ pub fn tenant_aliases_arn(settings: &Settings) -> String {
 
 /// `arn:<partition>:kms:<region>:<account>:key/*`.
 pub fn keys_arn(settings: &Settings) -> String {
-    format!("arn:{}:kms:{}:{}:key/*", settings.partition, settings.region, settings.account_id)
+    keys_arn_in(settings, &settings.region)
+}
+
+fn keys_arn_in(settings: &Settings, region: &str) -> String {
+    format!("arn:{}:kms:{region}:{}:key/*", settings.partition, settings.account_id)
+}
+
+/// `arn:<partition>:iam::<account>:role/imaging-tenants/imaging-*-replication`: the roles S3
+/// replicates tenant buckets with, the only ones the operator may pass.
+pub fn replication_roles_arn(settings: &Settings) -> String {
+    format!(
+        "arn:{}:iam::{}:role{}{}*{}",
+        settings.partition,
+        settings.account_id,
+        names::ROLE_PATH,
+        names::ROLE_PREFIX,
+        names::REPLICATION_ROLE_SUFFIX
+    )
 }
 
 fn cluster_tag(settings: &Settings) -> (String, String) {
@@ -287,7 +363,10 @@ pub fn operator_policy(settings: &Settings) -> Value {
                 "Effect": "Allow",
                 "Action": ["kms:CreateAlias", "kms:DeleteAlias", "kms:UpdateAlias"],
                 // The key side of these calls is granted by the key's policy.
-                "Resource": tenant_aliases_arn(settings),
+                "Resource": match regions(settings).as_slice() {
+                    [only] => json!(tenant_aliases_arn_in(settings, only)),
+                    all => json!(all.iter().map(|r| tenant_aliases_arn_in(settings, r)).collect::<Vec<_>>()),
+                },
             },
             {
                 "Sid": "DenyKeyDataUse",
@@ -328,6 +407,23 @@ pub fn operator_policy(settings: &Settings) -> Value {
             },
         ]
     });
+    if settings.replication_region.is_some() {
+        let statements = policy["Statement"].as_array_mut().expect("statements");
+        statements.push(json!({
+            "Sid": "ConfigureReplicationOfTenantBuckets",
+            "Effect": "Allow",
+            "Action": REPLICATION_CONFIGURATION_ACTIONS,
+            "Resource": tenant_buckets_arn(settings),
+        }));
+        // PutBucketReplication hands the replication role to S3: only those roles, only to S3.
+        statements.push(json!({
+            "Sid": "PassReplicationRolesToS3",
+            "Effect": "Allow",
+            "Action": "iam:PassRole",
+            "Resource": replication_roles_arn(settings),
+            "Condition": {"StringEquals": {"iam:PassedToService": "s3.amazonaws.com"}},
+        }));
+    }
     if let Some(audit) = &settings.audit_log_bucket {
         // Before logging to it, the operator checks that the access-log bucket is this
         // account's and blocks public access.
@@ -347,7 +443,7 @@ pub fn operator_policy(settings: &Settings) -> Value {
 /// administration, no other service.
 pub fn permissions_boundary_policy(settings: &Settings) -> Value {
     let buckets = tenant_buckets_arn(settings);
-    json!({
+    let mut policy = json!({
         "Version": POLICY_VERSION,
         "Statement": [
             {
@@ -370,7 +466,58 @@ pub fn permissions_boundary_policy(settings: &Settings) -> Value {
                 "Condition": {"StringEquals": {"kms:ViaService": s3_service(settings)}},
             },
         ]
-    })
+    });
+    if let Some(replica) = &settings.replication_region {
+        // The replication roles, under the same boundary, and the tenant roles reading their
+        // replicas: still only tenant buckets, and keys only through S3 in their own region.
+        let is_bucket_action = |a: &str| a.starts_with("s3:ListBucket") || a.starts_with("s3:GetBucket");
+        let mut bucket_actions: Vec<&str> = REPLICATION_SOURCE_BUCKET_ACTIONS.to_vec();
+        bucket_actions.extend(TENANT_REPLICA_ACTIONS.iter().filter(|a| is_bucket_action(a)));
+        bucket_actions.retain(|a| !TENANT_BUCKET_ACTIONS.contains(a));
+        bucket_actions.sort_unstable();
+        bucket_actions.dedup();
+        let mut source_objects: Vec<&str> = REPLICATION_SOURCE_OBJECT_ACTIONS.to_vec();
+        source_objects.extend(REPLICATION_DESTINATION_ACTIONS);
+        source_objects.extend(TENANT_REPLICA_ACTIONS.iter().filter(|a| !is_bucket_action(a)));
+        source_objects.retain(|a| !TENANT_OBJECT_ACTIONS.contains(a));
+        source_objects.sort_unstable();
+        source_objects.dedup();
+        let statements = policy["Statement"].as_array_mut().expect("statements");
+        statements.push(json!({
+            "Sid": "ReplicateTenantBuckets",
+            "Effect": "Allow",
+            "Action": bucket_actions,
+            "Resource": buckets,
+        }));
+        statements.push(json!({
+            "Sid": "ReplicateTenantObjects",
+            "Effect": "Allow",
+            "Action": source_objects,
+            "Resource": format!("{buckets}/*"),
+        }));
+        statements.push(json!({
+            "Sid": "DecryptReplicasOnlyThroughS3",
+            "Effect": "Allow",
+            "Action": "kms:Decrypt",
+            "Resource": keys_arn_in(settings, replica),
+            "Condition": {"StringEquals": {"kms:ViaService": s3_service_in(settings, replica)}},
+        }));
+        statements.push(json!({
+            "Sid": "EncryptReplicasOnlyThroughS3",
+            "Effect": "Allow",
+            "Action": "kms:Encrypt",
+            "Resource": keys_arn_in(settings, replica),
+            "Condition": {"StringEquals": {"kms:ViaService": s3_service_in(settings, replica)}},
+        }));
+    }
+    policy
+}
+
+/// The operator's region, and the replication region when there is one.
+fn regions(settings: &Settings) -> Vec<&str> {
+    let mut regions = vec![settings.region.as_str()];
+    regions.extend(settings.replication_region.as_deref());
+    regions
 }
 
 /// A service control policy for the account of the tenants (attach it to its OU): what must
@@ -444,9 +591,69 @@ pub fn guardrail_scp(settings: &Settings) -> Value {
     json!({"Version": POLICY_VERSION, "Statement": statements})
 }
 
+/// KMS actions `evidence` calls on a tenant key; the key policy grants them to its
+/// administrators.
+pub const EVIDENCE_KEY_READ_ACTIONS: [&str; 5] =
+    ["kms:DescribeKey", "kms:GetKeyPolicy", "kms:GetKeyRotationStatus", "kms:ListGrants", "kms:ListResourceTags"];
+
+/// The identity policy of whoever runs `evidence`: reads of the settings of tenant buckets
+/// (`HeadBucket` is `s3:ListBucket`), keys and roles, and nothing else. Tenant bucket and key
+/// policies admit such reads only from the operator and break-glass roles, so it is meant as
+/// the session policy of a read-only session of one of them (see docs/compliance.md).
+pub fn evidence_reader_policy(settings: &Settings) -> Value {
+    let bucket_reads: Vec<&str> =
+        BUCKET_READ_ACTIONS.iter().copied().filter(|a| *a != "s3:ListBucketVersions").collect();
+    json!({
+        "Version": POLICY_VERSION,
+        "Statement": [
+            {
+                "Sid": "ReadTenantBucketSettings",
+                "Effect": "Allow",
+                "Action": bucket_reads,
+                "Resource": tenant_buckets_arn(settings),
+            },
+            {
+                "Sid": "ReadTenantKeys",
+                "Effect": "Allow",
+                "Action": EVIDENCE_KEY_READ_ACTIONS,
+                "Resource": keys_arn(settings),
+            },
+            {
+                "Sid": "ReadTenantRoles",
+                "Effect": "Allow",
+                "Action": ROLE_READ_ACTIONS,
+                "Resource": tenant_roles_arn(settings),
+            },
+            {
+                "Sid": "WhoAmI",
+                "Effect": "Allow",
+                "Action": "sts:GetCallerIdentity",
+                "Resource": "*",
+            },
+        ]
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_evidence_reader_only_reads() {
+        let policy = evidence_reader_policy(&settings());
+        for statement in policy["Statement"].as_array().unwrap() {
+            assert_eq!(statement["Effect"], "Allow");
+            let actions: Vec<&str> = match &statement["Action"] {
+                Value::String(a) => vec![a.as_str()],
+                other => other.as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect(),
+            };
+            for action in actions {
+                let verb = action.split_once(':').unwrap().1;
+                assert!(["Get", "List", "Describe"].iter().any(|p| verb.starts_with(p)), "{action} is not a read");
+            }
+        }
+        assert!(policy.to_string().contains(ROLES));
+    }
 
     fn settings() -> Settings {
         Settings {
@@ -722,5 +929,42 @@ mod tests {
         let china = Settings { partition: "aws-cn".into(), region: "cn-north-1".into(), ..settings() };
         let boundary = permissions_boundary_policy(&china).to_string();
         assert!(boundary.contains("s3.cn-north-1.amazonaws.com.cn"), "{boundary}");
+    }
+
+    #[test]
+    fn replication_adds_only_passing_the_replication_roles_to_s3_and_its_configuration() {
+        let without = statements(&operator_policy(&settings()));
+        assert!(!without.contains_key("PassReplicationRolesToS3"));
+        assert!(!without.contains_key("ConfigureReplicationOfTenantBuckets"));
+
+        let s = Settings { replication_region: Some("us-west-2".into()), ..settings() };
+        let with = statements(&operator_policy(&s));
+        let pass = &with["PassReplicationRolesToS3"];
+        assert_eq!(pass["Action"], "iam:PassRole");
+        assert_eq!(pass["Resource"], "arn:aws:iam::111122223333:role/imaging-tenants/imaging-*-replication");
+        assert_eq!(pass["Condition"], json!({"StringEquals": {"iam:PassedToService": "s3.amazonaws.com"}}));
+        assert_eq!(
+            with["ConfigureReplicationOfTenantBuckets"]["Action"],
+            json!(["s3:GetReplicationConfiguration", "s3:PutReplicationConfiguration"])
+        );
+        assert_eq!(
+            with["ThisClustersTenantKeyAliases"]["Resource"],
+            json!([
+                "arn:aws:kms:us-east-1:111122223333:alias/imaging/prod-1/*",
+                "arn:aws:kms:us-west-2:111122223333:alias/imaging/prod-1/*"
+            ])
+        );
+        // The operator still never replicates, reads or decrypts anything itself.
+        assert_eq!(with["DenyObjectData"], without["DenyObjectData"]);
+
+        let boundary = statements(&permissions_boundary_policy(&s));
+        let encrypt = &boundary["EncryptReplicasOnlyThroughS3"];
+        assert_eq!(encrypt["Resource"], "arn:aws:kms:us-west-2:111122223333:key/*");
+        assert_eq!(encrypt["Condition"], json!({"StringEquals": {"kms:ViaService": "s3.us-west-2.amazonaws.com"}}));
+        let objects = boundary["ReplicateTenantObjects"]["Action"].to_string();
+        for action in ["s3:GetObjectVersionForReplication", "s3:ReplicateObject", "s3:ReplicateDelete"] {
+            assert!(objects.contains(action), "{action}: {objects}");
+        }
+        assert!(!objects.contains("s3:DeleteObjectVersion") && !objects.contains("s3:PutObject\""), "{objects}");
     }
 }

@@ -12,10 +12,16 @@ use crate::api::{ImagingTenant, RetentionMode};
 use crate::config::Settings;
 use crate::desired::names;
 
-use crate::api::metadata::{MANAGED_BY, TAG_CLUSTER, TAG_MANAGED_BY, TAG_TENANT, TAG_TENANT_UID};
+use crate::api::metadata::{MANAGED_BY, TAG_CLUSTER, TAG_MANAGED_BY, TAG_REPLICA_OF, TAG_TENANT, TAG_TENANT_UID};
 
 /// Shown for the key ARN until the key exists.
 pub const KEY_ARN_PLACEHOLDER: &str = "<key-arn>";
+/// Shown for the replica key's ARN until it exists.
+pub const REPLICA_KEY_ARN_PLACEHOLDER: &str = "<replica-key-arn>";
+/// Name of the replication role's one inline policy.
+pub const REPLICATION_POLICY_NAME: &str = "imaging-tenant-replication";
+/// ID of the one rule of the tenant bucket's replication configuration.
+pub const REPLICATION_RULE_ID: &str = "imaging-replica";
 /// Shown for the tenant UID offline.
 pub const UID_PLACEHOLDER: &str = "<tenant-uid>";
 /// Name of the role's one inline policy.
@@ -30,6 +36,108 @@ pub struct TenantAws {
     pub role: RoleSpec,
     pub key: KeySpec,
     pub bucket: BucketSpec,
+    /// The replica in a second region, when the tenant replicates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationAws>,
+}
+
+/// Whether and where a tenant replicates: `spec.storage.replication` with the operator's
+/// `--replication-region` and `--allow-replication-opt-out`.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", tag = "replication")]
+pub enum ReplicationChoice {
+    /// Neither the spec nor the operator asks for a replica.
+    Off,
+    /// The tenant turned replication off, as the operator allows.
+    OptedOut,
+    On {
+        region: String,
+        replication_time_control: bool,
+        /// The tenant asked for `enabled: false`, which the operator does not allow.
+        opt_out_refused: bool,
+    },
+    /// Replication is asked for but cannot be done as asked; the reason is a condition reason.
+    Invalid { reason: String, message: String },
+}
+
+impl ReplicationChoice {
+    pub fn of(tenant: &ImagingTenant, settings: &Settings) -> ReplicationChoice {
+        let spec = tenant.spec.storage.replication.as_ref();
+        let default = settings.replication_region.as_deref();
+        let (region, rtc, opt_out_refused) = match spec {
+            None => match default {
+                None => return ReplicationChoice::Off,
+                Some(region) => (region.to_string(), false, false),
+            },
+            Some(r) if !r.enabled => match default {
+                Some(region) if !settings.allow_replication_opt_out => {
+                    (r.region.clone().unwrap_or_else(|| region.to_string()), r.replication_time_control, true)
+                }
+                _ => return ReplicationChoice::OptedOut,
+            },
+            Some(r) => match r.region.as_deref().or(default) {
+                Some(region) => (region.to_string(), r.replication_time_control, false),
+                None => {
+                    return ReplicationChoice::Invalid {
+                        reason: "ReplicationRegionMissing".into(),
+                        message: "spec.storage.replication names no region and the operator has no --replication-region: set spec.storage.replication.region".into(),
+                    };
+                }
+            },
+        };
+        if region == settings.region {
+            return ReplicationChoice::Invalid {
+                reason: "ReplicaRegionIsSourceRegion".into(),
+                message: format!(
+                    "the replica region {region} is the region of the tenant's bucket: a replica there does not survive the loss of the region; choose another spec.storage.replication.region"
+                ),
+            };
+        }
+        if !settings.region.starts_with('<') && Settings::partition_of(&region) != settings.partition {
+            return ReplicationChoice::Invalid {
+                reason: "ReplicaRegionInOtherPartition".into(),
+                message: format!(
+                    "the replica region {region} is in another AWS partition than {}: S3 replicates only within a partition",
+                    settings.region
+                ),
+            };
+        }
+        ReplicationChoice::On { region, replication_time_control: rtc, opt_out_refused }
+    }
+}
+
+/// The tenant's replica: a bucket and a key of its own in the replication region, the role S3
+/// replicates with, and the source bucket's replication configuration.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationAws {
+    pub region: String,
+    /// The tenant asked not to replicate, which the operator does not allow.
+    #[serde(skip)]
+    pub opt_out_refused: bool,
+    pub role: RoleSpec,
+    pub key: KeySpec,
+    pub bucket: BucketSpec,
+    pub configuration: ReplicationConfiguration,
+}
+
+/// The source bucket's replication configuration, in the form it is compared in.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationConfiguration {
+    pub role_arn: String,
+    pub rule_id: String,
+    pub priority: i32,
+    /// The whole bucket (an empty prefix filter).
+    pub prefix: String,
+    pub destination_bucket_arn: String,
+    /// Objects encrypted with the tenant key are replicated...
+    pub sse_kms_encrypted_objects: bool,
+    /// ...and encrypted with this key in the replica bucket.
+    pub replica_kms_key_arn: String,
+    pub delete_marker_replication: bool,
+    /// S3 Replication Time Control (15 minutes) with replication metrics.
+    pub replication_time_control: bool,
 }
 
 /// The tenant's IAM role, assumed by its workloads through IRSA.
@@ -46,6 +154,11 @@ pub struct RoleSpec {
     pub inline_policy_name: String,
     pub inline_policy: Value,
     pub tags: BTreeMap<String, String>,
+    /// Whether a `Retain` deletion replaces the trust policy with a deny-all: the tenant role's
+    /// is, so offboarding revokes access; the replication role keeps trusting S3 alone, so the
+    /// kept bucket's last versions still reach the kept replica.
+    #[serde(skip)]
+    pub revoke_on_retain: bool,
 }
 
 /// The tenant's customer-managed KMS key.
@@ -152,6 +265,54 @@ pub fn render(tenant: &ImagingTenant, settings: &Settings) -> TenantAws {
 
 /// The tenant's AWS resources; `key_arn` is the live key's ARN once it exists.
 pub fn render_with(tenant: &ImagingTenant, settings: &Settings, key_arn: Option<&str>) -> TenantAws {
+    render_with_keys(tenant, settings, key_arn, None)
+}
+
+/// The tenant's AWS resources with the live ARNs of its key and of its replica key.
+pub fn render_with_keys(
+    tenant: &ImagingTenant,
+    settings: &Settings,
+    key_arn: Option<&str>,
+    replica_key_arn: Option<&str>,
+) -> TenantAws {
+    let replication = match ReplicationChoice::of(tenant, settings) {
+        ReplicationChoice::On { region, replication_time_control, opt_out_refused } => Some(replication(
+            tenant,
+            settings,
+            &region,
+            replication_time_control,
+            opt_out_refused,
+            key_arn.unwrap_or(KEY_ARN_PLACEHOLDER),
+            replica_key_arn.unwrap_or(REPLICA_KEY_ARN_PLACEHOLDER),
+        )),
+        _ => None,
+    };
+    let refs = replication.as_ref().map(|r| ReplicaRefs {
+        replication_role: &r.role.arn,
+        bucket_arn: &r.bucket.arn,
+        key_arn: &r.bucket.encryption.kms_key_arn,
+        region: &r.region,
+    });
+    let mut aws = render_source(tenant, settings, key_arn, refs.as_ref());
+    aws.replication = replication;
+    aws
+}
+
+/// What the source side names of the replica.
+struct ReplicaRefs<'a> {
+    replication_role: &'a str,
+    bucket_arn: &'a str,
+    key_arn: &'a str,
+    region: &'a str,
+}
+
+fn render_source(
+    tenant: &ImagingTenant,
+    settings: &Settings,
+    key_arn: Option<&str>,
+    replica: Option<&ReplicaRefs<'_>>,
+) -> TenantAws {
+    let replication_role = replica.map(|r| r.replication_role);
     let key_arn = key_arn.unwrap_or(KEY_ARN_PLACEHOLDER);
     let tags = tags(tenant, settings);
     let role_arn = names::role_arn(tenant, settings);
@@ -168,8 +329,14 @@ pub fn render_with(tenant: &ImagingTenant, settings: &Settings, key_arn: Option<
             description: format!("Workloads of imaging tenant {name} ({uid}) in cluster {}", settings.cluster_name),
             trust_policy: trust_policy(tenant, settings),
             inline_policy_name: ROLE_POLICY_NAME.to_string(),
-            inline_policy: role_policy(settings, &bucket_arn, key_arn),
+            inline_policy: role_policy(
+                settings,
+                &bucket_arn,
+                key_arn,
+                replica.map(|r| (r.bucket_arn, r.key_arn, r.region)),
+            ),
             tags: tags.clone(),
+            revoke_on_retain: true,
         },
         key: KeySpec {
             alias: names::key_alias(tenant, settings),
@@ -180,7 +347,13 @@ pub fn render_with(tenant: &ImagingTenant, settings: &Settings, key_arn: Option<
             key_spec: "SYMMETRIC_DEFAULT".into(),
             key_usage: "ENCRYPT_DECRYPT".into(),
             rotation_enabled: true,
-            policy: key_policy(settings, &role_arn),
+            policy: key_policy(
+                settings,
+                &settings.region,
+                &role_arn,
+                &TENANT_KEY_ACTIONS,
+                replication_role.map(|r| (r, "kms:Decrypt")),
+            ),
             tags: tags.clone(),
             deletion_window_days: tenant.spec.encryption.deletion_window_days,
         },
@@ -208,10 +381,205 @@ pub fn render_with(tenant: &ImagingTenant, settings: &Settings, key_arn: Option<
                 target_bucket: target.clone(),
                 target_prefix: names::access_log_prefix(tenant, settings),
             }),
-            policy: bucket_policy(settings, &bucket_arn, &role_arn, key_arn),
+            policy: bucket_policy_of(
+                settings,
+                &BucketParties { bucket_arn: &bucket_arn, role_arn: &role_arn, key_arn, replication_role },
+                Side::Source,
+            ),
             tags,
         },
+        replication: None,
     }
+}
+
+/// The replica side: bucket and key in `region`, as protected as the source, the replication
+/// role, and the source bucket's replication configuration.
+fn replication(
+    tenant: &ImagingTenant,
+    settings: &Settings,
+    region: &str,
+    replication_time_control: bool,
+    opt_out_refused: bool,
+    key_arn: &str,
+    replica_key_arn: &str,
+) -> ReplicationAws {
+    let source = render_source(tenant, settings, Some(key_arn), None);
+    let uid = tenant.metadata.uid.as_deref().unwrap_or(UID_PLACEHOLDER);
+    let name = tenant.tenant_name();
+    let role_name = names::replication_role_name(tenant, settings);
+    let role_arn = names::replication_role_arn(tenant, settings);
+    let bucket = names::replica_bucket_name(tenant, settings);
+    let bucket_arn = names::replica_bucket_arn(tenant, settings);
+    let mut replica_tags = source.bucket.tags.clone();
+    replica_tags.insert(TAG_REPLICA_OF.into(), source.bucket.name.clone());
+    ReplicationAws {
+        region: region.to_string(),
+        opt_out_refused,
+        role: RoleSpec {
+            name: role_name,
+            path: names::ROLE_PATH.to_string(),
+            arn: role_arn.clone(),
+            permissions_boundary: settings.permissions_boundary_arn.clone(),
+            description: format!(
+                "S3 replication of imaging tenant {name} ({uid}) in cluster {} to {region}",
+                settings.cluster_name
+            ),
+            trust_policy: replication_trust_policy(settings, &source.bucket.arn),
+            inline_policy_name: REPLICATION_POLICY_NAME.to_string(),
+            inline_policy: replication_role_policy(
+                settings,
+                region,
+                &source.bucket.arn,
+                key_arn,
+                &bucket_arn,
+                replica_key_arn,
+            ),
+            tags: source.role.tags.clone(),
+            revoke_on_retain: false,
+        },
+        key: KeySpec {
+            alias: names::replica_key_alias(tenant, settings),
+            description: format!(
+                "Encrypts the replica S3 bucket {bucket} of imaging tenant {name} ({uid}) in cluster {}",
+                settings.cluster_name
+            ),
+            policy: key_policy(settings, region, &source.role.arn, &["kms:Decrypt"], Some((&role_arn, "kms:Encrypt"))),
+            tags: replica_tags.clone(),
+            ..source.key.clone()
+        },
+        bucket: BucketSpec {
+            name: bucket.clone(),
+            arn: bucket_arn.clone(),
+            region: region.to_string(),
+            encryption: BucketEncryption {
+                sse_algorithm: "aws:kms".into(),
+                kms_key_arn: replica_key_arn.to_string(),
+                bucket_key_enabled: true,
+            },
+            // S3 delivers access logs only to a bucket in the same region as the logged one.
+            logging: None,
+            policy: bucket_policy_of(
+                settings,
+                &BucketParties {
+                    bucket_arn: &bucket_arn,
+                    role_arn: &source.role.arn,
+                    key_arn: replica_key_arn,
+                    replication_role: Some(&role_arn),
+                },
+                Side::Replica,
+            ),
+            tags: replica_tags,
+            ..source.bucket.clone()
+        },
+        configuration: ReplicationConfiguration {
+            role_arn,
+            rule_id: REPLICATION_RULE_ID.into(),
+            priority: 1,
+            prefix: String::new(),
+            destination_bucket_arn: bucket_arn,
+            sse_kms_encrypted_objects: true,
+            replica_kms_key_arn: replica_key_arn.to_string(),
+            delete_marker_replication: true,
+            replication_time_control,
+        },
+    }
+}
+
+/// Only S3, for the tenant's bucket in this account, may assume the replication role.
+pub fn replication_trust_policy(settings: &Settings, source_bucket_arn: &str) -> Value {
+    json!({
+        "Version": POLICY_VERSION,
+        "Statement": [{
+            "Sid": "S3ReplicatesTheTenantBucket",
+            "Effect": "Allow",
+            "Principal": {"Service": "s3.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+            "Condition": {
+                "StringEquals": {"aws:SourceAccount": settings.account_id},
+                "ArnEquals": {"aws:SourceArn": source_bucket_arn},
+            },
+        }]
+    })
+}
+
+/// What the replication role may do on the source bucket.
+pub const REPLICATION_SOURCE_BUCKET_ACTIONS: [&str; 2] = ["s3:GetReplicationConfiguration", "s3:ListBucket"];
+/// What the replication role may do on the source bucket's object versions: read them with
+/// their ACL, tags, retention and legal hold, for replication only.
+pub const REPLICATION_SOURCE_OBJECT_ACTIONS: [&str; 5] = [
+    "s3:GetObjectLegalHold",
+    "s3:GetObjectRetention",
+    "s3:GetObjectVersionAcl",
+    "s3:GetObjectVersionForReplication",
+    "s3:GetObjectVersionTagging",
+];
+/// What the replication role may do in the replica bucket.
+pub const REPLICATION_DESTINATION_ACTIONS: [&str; 3] = ["s3:ReplicateDelete", "s3:ReplicateObject", "s3:ReplicateTags"];
+/// What the tenant role may do in its replica: read it, and put a delete marker (never delete
+/// a version).
+pub const TENANT_REPLICA_ACTIONS: [&str; 6] = [
+    "s3:DeleteObject",
+    "s3:GetBucketLocation",
+    "s3:GetObject",
+    "s3:GetObjectVersion",
+    "s3:ListBucket",
+    "s3:ListBucketVersions",
+];
+
+/// The replication role's permissions: read the source's versions, decrypt them with the tenant
+/// key through S3 in the source region for that bucket only, and write them into the replica
+/// encrypted with the replica key through S3 in the replica region.
+pub fn replication_role_policy(
+    settings: &Settings,
+    region: &str,
+    source_bucket_arn: &str,
+    key_arn: &str,
+    replica_bucket_arn: &str,
+    replica_key_arn: &str,
+) -> Value {
+    json!({
+        "Version": POLICY_VERSION,
+        "Statement": [
+            {
+                "Sid": "ReadSourceReplicationConfiguration",
+                "Effect": "Allow",
+                "Action": REPLICATION_SOURCE_BUCKET_ACTIONS,
+                "Resource": source_bucket_arn,
+            },
+            {
+                "Sid": "ReadSourceObjectVersions",
+                "Effect": "Allow",
+                "Action": REPLICATION_SOURCE_OBJECT_ACTIONS,
+                "Resource": format!("{source_bucket_arn}/*"),
+            },
+            {
+                "Sid": "ReplicateIntoReplica",
+                "Effect": "Allow",
+                "Action": REPLICATION_DESTINATION_ACTIONS,
+                "Resource": format!("{replica_bucket_arn}/*"),
+            },
+            {
+                "Sid": "DecryptSourceThroughS3",
+                "Effect": "Allow",
+                "Action": "kms:Decrypt",
+                "Resource": key_arn,
+                "Condition": {"StringEquals": {
+                    "kms:ViaService": s3_service_in(settings, &settings.region),
+                    "kms:EncryptionContext:aws:s3:arn": source_bucket_arn,
+                }},
+            },
+            {
+                "Sid": "EncryptReplicaThroughS3",
+                "Effect": "Allow",
+                "Action": "kms:Encrypt",
+                "Resource": replica_key_arn,
+                "Condition": {"StringEquals": {
+                    "kms:ViaService": s3_service_in(settings, region),
+                    "kms:EncryptionContext:aws:s3:arn": replica_bucket_arn,
+                }},
+            },
+        ]
+    })
 }
 
 /// Tags of every AWS resource of the tenant: the operator's own, then `spec.tags` (which cannot
@@ -295,7 +663,33 @@ pub const OBJECT_DATA_ACTIONS: [&str; 10] = [
 
 /// Invariant 4: the role's permissions name only the tenant's bucket and key, and its key only
 /// for that bucket (the encryption context S3 sends with a Bucket Key is the bucket's ARN).
-pub fn role_policy(settings: &Settings, bucket_arn: &str, key_arn: &str) -> Value {
+/// With a replica (`replica`: its bucket ARN, key ARN and region), the tenant role may also read
+/// it and decrypt with its key, through S3 in that region, for that bucket.
+pub fn role_policy(settings: &Settings, bucket_arn: &str, key_arn: &str, replica: Option<(&str, &str, &str)>) -> Value {
+    let mut policy = source_role_policy(settings, bucket_arn, key_arn);
+    if let Some((replica_arn, replica_key_arn, region)) = replica {
+        let statements = policy["Statement"].as_array_mut().expect("statements");
+        statements.push(json!({
+            "Sid": "ReadTenantReplica",
+            "Effect": "Allow",
+            "Action": TENANT_REPLICA_ACTIONS,
+            "Resource": [replica_arn.to_string(), format!("{replica_arn}/*")],
+        }));
+        statements.push(json!({
+            "Sid": "DecryptTenantReplicaThroughS3",
+            "Effect": "Allow",
+            "Action": "kms:Decrypt",
+            "Resource": replica_key_arn,
+            "Condition": {"StringEquals": {
+                "kms:ViaService": s3_service_in(settings, region),
+                "kms:EncryptionContext:aws:s3:arn": replica_arn,
+            }},
+        }));
+    }
+    policy
+}
+
+fn source_role_policy(settings: &Settings, bucket_arn: &str, key_arn: &str) -> Value {
     json!({
         "Version": POLICY_VERSION,
         "Statement": [
@@ -361,8 +755,20 @@ pub const KEY_ADMIN_ACTIONS: [&str; 22] = [
 /// only the principals named here can ever change the key policy. If the operator role were
 /// deleted, the break-glass role is the way back in (configure one: without it, a lost operator
 /// role means a support case with AWS to regain control of the key).
-pub fn key_policy(settings: &Settings, role_arn: &str) -> Value {
-    json!({
+pub fn key_policy(
+    settings: &Settings,
+    region: &str,
+    role_arn: &str,
+    tenant_actions: &[&str],
+    replication: Option<(&str, &str)>,
+) -> Value {
+    let through_s3 = json!({
+        "StringEquals": {
+            "kms:ViaService": s3_service_in(settings, region),
+            "kms:CallerAccount": settings.account_id,
+        }
+    });
+    let mut policy = json!({
         "Version": POLICY_VERSION,
         "Id": "imaging-tenant-key",
         "Statement": [
@@ -377,17 +783,25 @@ pub fn key_policy(settings: &Settings, role_arn: &str) -> Value {
                 "Sid": "TenantRoleThroughS3",
                 "Effect": "Allow",
                 "Principal": {"AWS": role_arn},
-                "Action": TENANT_KEY_ACTIONS,
+                "Action": tenant_actions,
                 "Resource": "*",
-                "Condition": {
-                    "StringEquals": {
-                        "kms:ViaService": s3_service(settings),
-                        "kms:CallerAccount": settings.account_id,
-                    }
-                },
+                "Condition": through_s3,
             },
         ]
-    })
+    });
+    if let Some((replication_role, action)) = replication {
+        // The replication role decrypts the source's versions and encrypts the replicas, each
+        // only through S3 in its key's region.
+        policy["Statement"].as_array_mut().expect("statements").push(json!({
+            "Sid": "ReplicationRoleThroughS3",
+            "Effect": "Allow",
+            "Principal": {"AWS": replication_role},
+            "Action": action,
+            "Resource": "*",
+            "Condition": through_s3,
+        }));
+    }
+    policy
 }
 
 /// Invariant 4: TLS 1.2 or better, only the tenant role and the administrators, and no object
@@ -399,12 +813,42 @@ pub fn key_policy(settings: &Settings, role_arn: &str) -> Value {
 /// tenant key to them, and multipart `UploadPart` requests never carry those headers. What is
 /// denied is asking for anything else: another KMS key, SSE-S3 or DSSE, or a customer-provided key.
 pub fn bucket_policy(settings: &Settings, bucket_arn: &str, role_arn: &str, key_arn: &str) -> Value {
+    bucket_policy_of(settings, &BucketParties { bucket_arn, role_arn, key_arn, replication_role: None }, Side::Source)
+}
+
+/// Who a bucket policy names.
+struct BucketParties<'a> {
+    bucket_arn: &'a str,
+    role_arn: &'a str,
+    key_arn: &'a str,
+    /// The replication role, when the tenant replicates.
+    replication_role: Option<&'a str>,
+}
+
+/// Which bucket of a replicating tenant a policy is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// The tenant's bucket: the replication role reads it.
+    Source,
+    /// The replica: the replication role writes it, the tenant role only reads it.
+    Replica,
+}
+
+fn bucket_policy_of(settings: &Settings, parties: &BucketParties<'_>, side: Side) -> Value {
+    let BucketParties { bucket_arn, role_arn, key_arn, replication_role } = *parties;
     let bucket_and_objects = json!([bucket_arn, format!("{bucket_arn}/*")]);
     let objects = format!("{bucket_arn}/*");
     let mut admitted = vec![role_arn.to_string()];
     admitted.extend(administrators(settings));
+    admitted.extend(replication_role.map(str::to_string));
     let mut data_readers = vec![role_arn.to_string()];
     data_readers.extend(settings.break_glass_role_arn.clone());
+    data_readers.extend(replication_role.map(str::to_string));
+    // On the source the replication role reads the replication configuration, a bucket setting.
+    let mut configurators = administrators(settings);
+    if side == Side::Source {
+        configurators.extend(replication_role.map(str::to_string));
+    }
     let tenant_actions: Vec<&str> = OBJECT_DATA_ACTIONS.iter().chain(&TENANT_BUCKET_ACTIONS).copied().collect();
     let mut policy = json!({
         "Version": POLICY_VERSION,
@@ -451,7 +895,7 @@ pub fn bucket_policy(settings: &Settings, bucket_arn: &str, role_arn: &str, key_
                 "Principal": "*",
                 "NotAction": tenant_actions,
                 "Resource": bucket_and_objects,
-                "Condition": {"ArnNotEquals": {"aws:PrincipalArn": administrators(settings)}},
+                "Condition": {"ArnNotEquals": {"aws:PrincipalArn": configurators}},
             },
             {
                 "Sid": "DenyOtherKmsKeys",
@@ -481,10 +925,39 @@ pub fn bucket_policy(settings: &Settings, bucket_arn: &str, role_arn: &str, key_
             },
         ]
     });
+    let statements = policy["Statement"].as_array_mut().expect("statements");
+    if let Some(replication_role) = replication_role {
+        // The replication role, admitted above, does only its part.
+        let allowed: Vec<&str> = match side {
+            Side::Source => {
+                REPLICATION_SOURCE_BUCKET_ACTIONS.iter().chain(&REPLICATION_SOURCE_OBJECT_ACTIONS).copied().collect()
+            }
+            Side::Replica => REPLICATION_DESTINATION_ACTIONS.to_vec(),
+        };
+        statements.push(json!({
+            "Sid": "DenyReplicationRoleAllButReplication",
+            "Effect": "Deny",
+            "Principal": "*",
+            "NotAction": allowed,
+            "Resource": bucket_and_objects,
+            "Condition": {"ArnEquals": {"aws:PrincipalArn": replication_role}},
+        }));
+    }
+    if side == Side::Replica {
+        // The replica is written by replication only: the tenant role reads it.
+        statements.push(json!({
+            "Sid": "DenyTenantRoleAllButReadingReplica",
+            "Effect": "Deny",
+            "Principal": "*",
+            "NotAction": TENANT_REPLICA_ACTIONS,
+            "Resource": bucket_and_objects,
+            "Condition": {"ArnEquals": {"aws:PrincipalArn": role_arn}},
+        }));
+    }
     if !settings.s3_vpc_endpoint_ids.is_empty() {
         // The network perimeter: the tenant role reaches objects only from inside the VPC, so a
         // leaked session of it is useless elsewhere. Administrators are not held to it.
-        policy["Statement"].as_array_mut().expect("statements").push(json!({
+        statements.push(json!({
             "Sid": "DenyTenantDataOutsideVpcEndpoints",
             "Effect": "Deny",
             "Principal": "*",
@@ -508,8 +981,13 @@ pub fn administrators(settings: &Settings) -> Vec<String> {
 
 /// `s3.<region>.amazonaws.com` (`.com.cn` in the China partition), the `kms:ViaService` value.
 pub fn s3_service(settings: &Settings) -> String {
+    s3_service_in(settings, &settings.region)
+}
+
+/// `s3.<region>.amazonaws.com` for another region of the partition.
+pub fn s3_service_in(settings: &Settings, region: &str) -> String {
     let suffix = if settings.partition == "aws-cn" { "amazonaws.com.cn" } else { "amazonaws.com" };
-    format!("s3.{}.{suffix}", settings.region)
+    format!("s3.{region}.{suffix}")
 }
 
 fn lifecycle(tenant: &ImagingTenant) -> Vec<LifecycleRule> {
@@ -556,6 +1034,8 @@ mod tests {
             permissions_boundary_arn: "arn:aws:iam::111122223333:policy/imaging-tenant-boundary".into(),
             workload_service_account: "imaging-workload".into(),
             s3_vpc_endpoint_ids: Vec::new(),
+            replication_region: None,
+            allow_replication_opt_out: false,
         }
     }
 
@@ -718,5 +1198,91 @@ mod tests {
     fn the_china_partition_uses_its_own_service_domain() {
         let s = Settings { partition: "aws-cn".into(), region: "cn-north-1".into(), ..settings() };
         assert_eq!(s3_service(&s), "s3.cn-north-1.amazonaws.com.cn");
+    }
+
+    fn replicating(spec: Value) -> ImagingTenant {
+        let mut t = group_a();
+        t.spec.storage.replication = serde_json::from_value(spec).unwrap();
+        t
+    }
+
+    #[test]
+    fn group_a_replicating_with_its_keys() {
+        let key = "arn:aws:kms:eu-central-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        let replica_key = "arn:aws:kms:eu-west-1:111122223333:key/5678abcd-12ab-34cd-56ef-1234567890ab";
+        let t = replicating(json!({"region": "eu-west-1", "replicationTimeControl": true}));
+        insta::assert_yaml_snapshot!(render_with_keys(&t, &settings(), Some(key), Some(replica_key)));
+    }
+
+    #[test]
+    fn whether_and_where_a_tenant_replicates() {
+        let s = settings();
+        let with_default = Settings { replication_region: Some("eu-west-1".into()), ..settings() };
+        let opt_out = Settings { allow_replication_opt_out: true, ..with_default.clone() };
+        let on = |region: &str, opt_out_refused: bool| ReplicationChoice::On {
+            region: region.into(),
+            replication_time_control: false,
+            opt_out_refused,
+        };
+        assert_eq!(ReplicationChoice::of(&group_b(), &s), ReplicationChoice::Off);
+        assert_eq!(ReplicationChoice::of(&group_b(), &with_default), on("eu-west-1", false));
+        let own = replicating(json!({"region": "us-west-2"}));
+        assert_eq!(ReplicationChoice::of(&own, &s), on("us-west-2", false));
+        assert_eq!(ReplicationChoice::of(&own, &with_default), on("us-west-2", false), "the spec wins");
+        let off = replicating(json!({"enabled": false}));
+        assert_eq!(ReplicationChoice::of(&off, &s), ReplicationChoice::OptedOut);
+        assert_eq!(ReplicationChoice::of(&off, &opt_out), ReplicationChoice::OptedOut);
+        assert_eq!(ReplicationChoice::of(&off, &with_default), on("eu-west-1", true), "opt-out not allowed");
+        let nowhere = replicating(json!({}));
+        assert!(matches!(
+            ReplicationChoice::of(&nowhere, &s),
+            ReplicationChoice::Invalid { reason, .. } if reason == "ReplicationRegionMissing"
+        ));
+        let same = replicating(json!({"region": "eu-central-1"}));
+        assert!(matches!(
+            ReplicationChoice::of(&same, &s),
+            ReplicationChoice::Invalid { reason, .. } if reason == "ReplicaRegionIsSourceRegion"
+        ));
+        let china = replicating(json!({"region": "cn-north-1"}));
+        assert!(matches!(
+            ReplicationChoice::of(&china, &s),
+            ReplicationChoice::Invalid { reason, .. } if reason == "ReplicaRegionInOtherPartition"
+        ));
+    }
+
+    #[test]
+    fn the_replication_role_does_only_replication_and_the_tenant_role_only_reads_its_replica() {
+        let key = "arn:aws:kms:eu-central-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        let replica_key = "arn:aws:kms:eu-west-1:111122223333:key/5678abcd-12ab-34cd-56ef-1234567890ab";
+        let aws =
+            render_with_keys(&replicating(json!({"region": "eu-west-1"})), &settings(), Some(key), Some(replica_key));
+        let r = aws.replication.as_ref().unwrap();
+        let source_fence = statement(&aws.bucket.policy, "DenyReplicationRoleAllButReplication");
+        assert_eq!(source_fence["Condition"]["ArnEquals"]["aws:PrincipalArn"], r.role.arn.as_str());
+        let allowed: Vec<&str> =
+            source_fence["NotAction"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        assert!(allowed.contains(&"s3:GetObjectVersionForReplication") && !allowed.contains(&"s3:PutObject"));
+        let replica_fence = statement(&r.bucket.policy, "DenyReplicationRoleAllButReplication");
+        assert_eq!(replica_fence["NotAction"], json!(REPLICATION_DESTINATION_ACTIONS));
+        let tenant_fence = statement(&r.bucket.policy, "DenyTenantRoleAllButReadingReplica");
+        assert_eq!(tenant_fence["Condition"]["ArnEquals"]["aws:PrincipalArn"], aws.role.arn.as_str());
+        assert!(!tenant_fence["NotAction"].to_string().contains("PutObject"));
+        // Each key is used only through S3 in its own region.
+        let decrypt = statement(&r.role.inline_policy, "DecryptSourceThroughS3");
+        assert_eq!(decrypt["Condition"]["StringEquals"]["kms:ViaService"], "s3.eu-central-1.amazonaws.com");
+        let encrypt = statement(&r.role.inline_policy, "EncryptReplicaThroughS3");
+        assert_eq!(encrypt["Resource"], replica_key);
+        assert_eq!(encrypt["Condition"]["StringEquals"]["kms:ViaService"], "s3.eu-west-1.amazonaws.com");
+        assert_eq!(r.bucket.encryption.kms_key_arn, replica_key);
+        assert_eq!(r.bucket.object_lock, aws.bucket.object_lock, "the same retention as the source");
+        assert!(r.bucket.logging.is_none(), "S3 logs only within a region");
+        assert_eq!(r.configuration.replica_kms_key_arn, replica_key);
+        assert!(r.configuration.delete_marker_replication && r.configuration.sse_kms_encrypted_objects);
+        // The source key admits the replication role for decryption only.
+        let source_key = statement(&aws.key.policy, "ReplicationRoleThroughS3");
+        assert_eq!(
+            (source_key["Action"].as_str(), source_key["Principal"]["AWS"].as_str()),
+            (Some("kms:Decrypt"), Some(r.role.arn.as_str()))
+        );
     }
 }

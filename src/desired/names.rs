@@ -55,6 +55,66 @@ pub(crate) fn role_arn(tenant: &ImagingTenant, settings: &Settings) -> String {
     format!("arn:{}:iam::{}:role{}{}", settings.partition, settings.account_id, ROLE_PATH, role_name(tenant, settings))
 }
 
+/// Last part of the replica bucket name, the replica key alias and the replication role name.
+pub(crate) const REPLICA_SUFFIX: &str = "-dr";
+/// Last part of the replication role's name.
+pub(crate) const REPLICATION_ROLE_SUFFIX: &str = "-replication";
+
+/// `<bucket prefix>-<tenant, truncated>-<hash>-dr`: the replica bucket, in the replication region.
+pub(crate) fn replica_bucket_name(tenant: &ImagingTenant, settings: &Settings) -> String {
+    replica_bucket_name_from(&settings.bucket_prefix, tenant.tenant_name(), &tenant_hash(tenant, settings))
+}
+
+/// `arn:<partition>:s3:::<replica bucket>`.
+pub(crate) fn replica_bucket_arn(tenant: &ImagingTenant, settings: &Settings) -> String {
+    format!("arn:{}:s3:::{}", settings.partition, replica_bucket_name(tenant, settings))
+}
+
+/// `alias/imaging/<cluster>/<tenant>-<hash>-dr`, in the replication region.
+pub(crate) fn replica_key_alias(tenant: &ImagingTenant, settings: &Settings) -> String {
+    format!("{}{REPLICA_SUFFIX}", key_alias(tenant, settings))
+}
+
+/// `imaging-<tenant, truncated>-<hash>-replication`, under [`ROLE_PATH`]: the role S3 assumes
+/// to replicate the tenant's bucket.
+pub(crate) fn replication_role_name(tenant: &ImagingTenant, settings: &Settings) -> String {
+    replication_role_name_from(tenant.tenant_name(), &tenant_hash(tenant, settings))
+}
+
+pub(crate) fn replication_role_arn(tenant: &ImagingTenant, settings: &Settings) -> String {
+    format!(
+        "arn:{}:iam::{}:role{}{}",
+        settings.partition,
+        settings.account_id,
+        ROLE_PATH,
+        replication_role_name(tenant, settings)
+    )
+}
+
+pub(crate) fn replica_bucket_name_from(prefix: &str, tenant: &str, hash: &str) -> String {
+    // The tenant part gives up the room of the suffix; the hash keeps the name unique.
+    let source = bucket_name_from(prefix, tenant, hash);
+    let room = BUCKET_MAX - REPLICA_SUFFIX.len();
+    if source.len() <= room {
+        return format!("{source}{REPLICA_SUFFIX}");
+    }
+    let (head, hash_part) = source.split_at(source.len() - hash.len());
+    let head = head.trim_end_matches('-');
+    let head = truncate(head, room - 1 - hash_part.len());
+    format!("{head}-{hash_part}{REPLICA_SUFFIX}")
+}
+
+pub(crate) fn replication_role_name_from(tenant: &str, hash: &str) -> String {
+    let source = role_name_from(tenant, hash);
+    let room = ROLE_MAX - REPLICATION_ROLE_SUFFIX.len();
+    if source.len() <= room {
+        return format!("{source}{REPLICATION_ROLE_SUFFIX}");
+    }
+    let (head, hash_part) = source.split_at(source.len() - hash.len());
+    let head = truncate(head.trim_end_matches('-'), room - 1 - hash_part.len());
+    format!("{head}-{hash_part}{REPLICATION_ROLE_SUFFIX}")
+}
+
 /// Server access logs of the tenant's bucket go under this prefix of the audit bucket: the
 /// bucket name, so that logs of a re-created tenant of the same name stay apart.
 pub(crate) fn access_log_prefix(tenant: &ImagingTenant, settings: &Settings) -> String {
@@ -221,6 +281,9 @@ mod tests {
         assert_eq!(key_alias(&t, &s), format!("alias/imaging/prod-1/group-a-{hash}"));
         assert_eq!(role_name(&t, &s), format!("imaging-group-a-{hash}"));
         assert_eq!(role_arn(&t, &s), format!("arn:aws:iam::123456789012:role/imaging-tenants/imaging-group-a-{hash}"));
+        assert_eq!(replica_bucket_name(&t, &s), format!("acme-img-group-a-{hash}-dr"));
+        assert_eq!(replica_key_alias(&t, &s), format!("alias/imaging/prod-1/group-a-{hash}-dr"));
+        assert_eq!(replication_role_name(&t, &s), format!("imaging-group-a-{hash}-replication"));
     }
 
     #[test]
@@ -301,6 +364,23 @@ mod tests {
             prop_assert!(is_valid_bucket_name(&name), "{name:?}");
             let suffix = format!("-{}", hash);
             prop_assert!(name.ends_with(&suffix), "{}", name);
+        }
+
+        #[test]
+        fn replica_names_are_always_valid_and_never_a_source_name(
+            prefix in "\\PC{0,40}",
+            tenant in tenant_names(),
+            uid in "[0-9a-f-]{36}",
+        ) {
+            let hash = hash_of("prod-1", &uid);
+            let replica = replica_bucket_name_from(&prefix, &tenant, &hash);
+            prop_assert!(is_valid_bucket_name(&replica), "{replica:?}");
+            prop_assert!(replica.ends_with(&format!("-{hash}{REPLICA_SUFFIX}")), "{replica}");
+            prop_assert_ne!(&replica, &bucket_name_from(&prefix, &tenant, &hash));
+            let role = replication_role_name_from(&tenant, &hash);
+            prop_assert!(role.len() <= 64, "{role}");
+            prop_assert!(role.ends_with(&format!("-{hash}{REPLICATION_ROLE_SUFFIX}")), "{role}");
+            prop_assert!(role.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c)), "{role}");
         }
 
         #[test]

@@ -595,6 +595,11 @@ async fn operator_service_account_has_exactly_the_needed_verbs() {
         ("admissionregistration.k8s.io", "validatingwebhookconfigurations", false, &[]),
         ("certificates.k8s.io", "certificatesigningrequests", false, &[]),
         ("coordination.k8s.io", "leases", true, &[]),
+        // Guarded and evidence read the admission guards; the tenants' policy reports are written.
+        ("admissionregistration.k8s.io", "validatingadmissionpolicies", false, &["get", "list", "watch"]),
+        ("admissionregistration.k8s.io", "validatingadmissionpolicybindings", false, &["get", "list", "watch"]),
+        ("openreports.io", "clusterreports", false, &["get", "create", "patch"]),
+        ("wgpolicyk8s.io", "clusterpolicyreports", false, &["get", "create", "patch"]),
     ];
     let tenant_ns = "some-tenant";
     let mut wrong = Vec::new();

@@ -59,6 +59,8 @@ pub fn settings(audit_log_bucket: Option<String>) -> Settings {
         permissions_boundary_arn: format!("arn:aws:iam::{ACCOUNT}:policy/imaging-tenant-boundary"),
         workload_service_account: "imaging-workload".into(),
         s3_vpc_endpoint_ids: Vec::new(),
+        replication_region: None,
+        allow_replication_opt_out: false,
     }
 }
 
@@ -164,10 +166,15 @@ pub struct Census {
 }
 
 pub async fn census(moto: &Moto, tenant_uid: &str) -> Census {
-    let config = moto.sdk_config();
+    census_in(moto, tenant_uid, REGION).await
+}
+
+/// The census of one region: keys, aliases and buckets there (roles are global).
+pub async fn census_in(moto: &Moto, tenant_uid: &str, region: &str) -> Census {
+    let config = in_region(moto, region);
     let iam = aws_sdk_iam::Client::new(&config);
     let kms = aws_sdk_kms::Client::new(&config);
-    let s3 = moto.s3_client();
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
     let mut census = Census::default();
 
     let roles = iam.list_roles().path_prefix("/imaging-tenants/").max_items(1000).send().await.expect("list roles");
@@ -213,12 +220,22 @@ pub async fn census(moto: &Moto, tenant_uid: &str) -> Census {
     let buckets = s3.list_buckets().send().await.expect("list buckets");
     for bucket in buckets.buckets() {
         let name = bucket.name().unwrap_or_default();
+        let Ok(location) = s3.get_bucket_location().bucket(name).send().await else { continue };
+        let location = location.location_constraint().map(|c| c.as_str().to_string()).unwrap_or_default();
+        if location != region && !(location.is_empty() && region == "us-east-1") {
+            continue;
+        }
         let Ok(tags) = s3.get_bucket_tagging().bucket(name).send().await else { continue };
         if tags.tag_set().iter().any(|t| t.key() == TAG_TENANT_UID && t.value() == tenant_uid) {
             census.buckets.push(name.to_string());
         }
     }
     census
+}
+
+/// moto's SDK configuration with another region (moto keeps KMS keys per region).
+pub fn in_region(moto: &Moto, region: &str) -> aws_config::SdkConfig {
+    moto.sdk_config().to_builder().region(aws_config::Region::new(region.to_string())).build()
 }
 
 /// Writes an object into a tenant bucket. moto evaluates Deny statements of bucket policies for

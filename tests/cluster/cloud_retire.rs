@@ -184,7 +184,14 @@ fn the_operator_never_deletes_objects() {
             }
         }
     }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let drill = src.join("drill.rs");
     let mut found = Vec::new();
-    scan(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut found);
+    scan(&src, &mut found);
+    // `restore-drill`, run by a person as the tenant role, puts delete markers on its own canary
+    // (DeleteObject without a version ID, which keeps every version): that one call, nothing more.
+    let drill_text = std::fs::read_to_string(&drill).unwrap();
+    assert!(!drill_text.contains("version_id(") && !drill_text.contains("delete_objects"), "{}", drill.display());
+    found.retain(|line| !(line.starts_with(&drill.display().to_string()) && line.contains(".delete_object()")));
     assert!(found.is_empty(), "object deletion in the operator: {found:#?}");
 }

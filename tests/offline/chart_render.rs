@@ -251,6 +251,8 @@ fn full_values_reach_every_object() {
         "ITO_ALLOW_NO_BREAK_GLASS_ROLE": "true",
         "ITO_PERMISSIONS_BOUNDARY_ARN": "arn:aws:iam::111122223333:policy/platform/imaging-tenant-boundary",
         "ITO_WORKLOAD_SERVICE_ACCOUNT": "dicom-workload",
+        "ITO_REPLICATION_REGION": "eu-west-1",
+        "ITO_ALLOW_REPLICATION_OPT_OUT": "true",
         "ITO_RESYNC_INTERVAL": "5m",
         "ITO_CONCURRENCY": "16",
         "ITO_AWS_MAX_CREATE_KEY_PER_SECOND": "2",

@@ -22,6 +22,8 @@ fn settings() -> Settings {
         permissions_boundary_arn: "arn:aws:iam::123456789012:policy/imaging-tenant-boundary".into(),
         workload_service_account: "imaging-workload".into(),
         s3_vpc_endpoint_ids: Vec::new(),
+        replication_region: None,
+        allow_replication_opt_out: false,
     }
 }
 

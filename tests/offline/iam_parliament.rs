@@ -1,6 +1,6 @@
 //! Every IAM policy the operator generates (`aws-policies`: operator policy, permissions
-//! boundary, guard-rail SCP) or renders for a tenant (role trust and inline policy, bucket
-//! policy, key policy) passes `parliament` with no finding above LOW, except those suppressed,
+//! boundary, guard-rail SCP, evidence reader) or renders for a tenant (role trust and inline
+//! policy, bucket policy, key policy) passes `parliament` with no finding above LOW, except those suppressed,
 //! each with its reason, in `deploy/iam/parliament.yaml`. And `deploy/iam/` is exactly what
 //! `aws-policies` prints for the Makefile's placeholder values.
 
@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_imaging-tenant-operator");
 const PARLIAMENT_CONFIG: &str = "deploy/iam/parliament.yaml";
-const DOCUMENTS: [&str; 3] = ["operator-policy", "permissions-boundary", "guardrail-scp"];
+const DOCUMENTS: [&str; 5] =
+    ["operator-policy", "permissions-boundary", "guardrail-scp", "evidence-reader", "restore-drill-policy"];
 
 fn repo(path: &str) -> std::path::PathBuf {
     repo_root().join(path)
@@ -146,12 +147,18 @@ fn realistic_tenant_policies(settings: &Settings) -> BTreeMap<String, Value> {
     }))
     .expect("a valid tenant");
     let key = format!("arn:aws:kms:us-east-1:{}:key/1234abcd-12ab-34cd-56ef-1234567890ab", settings.account_id);
-    let rendered = aws::render_with(&tenant, settings, Some(&key));
+    let replica_key = format!("arn:aws:kms:us-west-2:{}:key/5678abcd-12ab-34cd-56ef-1234567890ab", settings.account_id);
+    let rendered = aws::render_with_keys(&tenant, settings, Some(&key), Some(&replica_key));
+    let replication = rendered.replication.expect("the settings replicate");
     BTreeMap::from([
         ("tenant-role-trust-policy".to_string(), rendered.role.trust_policy),
         ("tenant-role-policy".to_string(), rendered.role.inline_policy),
         ("bucket-policy".to_string(), rendered.bucket.policy),
         ("key-policy".to_string(), rendered.key.policy),
+        ("replication-role-trust-policy".to_string(), replication.role.trust_policy),
+        ("replication-role-policy".to_string(), replication.role.inline_policy),
+        ("replica-bucket-policy".to_string(), replication.bucket.policy),
+        ("replica-key-policy".to_string(), replication.key.policy),
     ])
 }
 
@@ -171,6 +178,8 @@ fn settings() -> Settings {
         permissions_boundary_arn: "arn:aws:iam::111122223333:policy/imaging-tenant-boundary".into(),
         // The perimeter statement is judged too.
         s3_vpc_endpoint_ids: vec!["vpce-0a1b2c3d4e5f67890".into()],
+        // The replica's policies are judged too.
+        replication_region: Some("us-west-2".into()),
         ..Settings::placeholder()
     }
 }
@@ -183,6 +192,8 @@ fn parliament_finds_nothing_above_low_in_any_policy() {
     policies.insert("operator-policy".into(), generated.operator_policy);
     policies.insert("permissions-boundary".into(), generated.permissions_boundary);
     policies.insert("guardrail-scp".into(), generated.guardrail_scp);
+    policies.insert("evidence-reader".into(), generated.evidence_reader);
+    policies.insert("restore-drill-policy".into(), generated.restore_drill_policy.expect("with a replication region"));
     // The checked-in files too, in case they were edited by hand (the drift test says so as well).
     for document in DOCUMENTS {
         let text = std::fs::read_to_string(repo(&format!("deploy/iam/{document}.json"))).expect("deploy/iam file");
@@ -215,14 +226,15 @@ fn parliament_finds_nothing_above_low_in_any_policy() {
                     && finding["detail"].as_str().unwrap().matches("'action'").count() == 3
             }
             "UNKNOWN_CONDITION_FOR_ACTION" => {
-                policy == "bucket-policy"
+                matches!(policy, "bucket-policy" | "replica-bucket-policy")
                     && finding["detail"].as_str().unwrap().starts_with("Unknown condition s3:TlsVersion for action")
             }
             "MISMATCHED_TYPE" => {
-                policy == "bucket-policy"
+                matches!(policy, "bucket-policy" | "replica-bucket-policy")
                     && finding["detail"].as_str().unwrap().starts_with("Type mismatch: s3:TlsVersion requires")
             }
-            "MALFORMED" | "UNKNOWN_FEDERATION_SOURCE" => policy == "tenant-role-trust-policy",
+            "MALFORMED" => matches!(policy, "tenant-role-trust-policy" | "replication-role-trust-policy"),
+            "UNKNOWN_FEDERATION_SOURCE" => policy == "tenant-role-trust-policy",
             _ => false,
         };
         assert!(expected, "suppressed finding outside what {PARLIAMENT_CONFIG} explains: {finding}");

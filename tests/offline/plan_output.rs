@@ -1,9 +1,14 @@
 //! What `plan` prints for the example tenants, reviewed as a snapshot: a change to any rendered
-//! object, policy or the output format shows up here as a diff (`cargo insta review`).
+//! object, policy or the output format shows up here as a diff (`cargo insta review`). group-a
+//! replicates by its spec, group-b by the operator's --replication-region.
 
 use std::process::Command;
 
 fn plan(example: &str) -> String {
+    plan_with(example, &[])
+}
+
+fn plan_with(example: &str, extra: &[&str]) -> String {
     let path = format!("{}/deploy/examples/{example}.yaml", env!("CARGO_MANIFEST_DIR"));
     let mut command = Command::new(env!("CARGO_BIN_EXE_imaging-tenant-operator"));
     for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("ITO_")) {
@@ -19,6 +24,7 @@ fn plan(example: &str) -> String {
         ])
         .args(["--operator-role-arn", "arn:aws:iam::123456789012:role/imaging-tenant-operator"])
         .args(["--break-glass-role-arn", "arn:aws:iam::123456789012:role/break-glass"])
+        .args(extra)
         .output()
         .expect("run imaging-tenant-operator plan");
     assert!(output.status.success(), "plan failed: {}", String::from_utf8_lossy(&output.stderr));
@@ -33,4 +39,10 @@ fn plan_of_group_a() {
 #[test]
 fn plan_of_group_b() {
     insta::assert_snapshot!(plan("group-b"));
+}
+
+/// group-b asks for nothing: the operator's --replication-region gives it a replica.
+#[test]
+fn plan_of_group_b_with_a_replication_region() {
+    insta::assert_snapshot!(plan_with("group-b", &["--replication-region", "us-west-2"]));
 }

@@ -6,6 +6,12 @@ operator tags its buckets in the CreateBucket call itself and adopts only a buck
 its tenant's UID tag, so a crash right after the create must leave a tagged bucket, as on S3.
 This patch gives the new bucket those tags, as PutBucketTagging would; everything else is moto.
 Remove it once moto applies them itself.
+
+S3's GetBucketReplication returns the configuration as PutBucketReplication stored it; moto
+5.1.22 stores all of it but renders a fixed template that drops the encryption of replicas
+(`ReplicaKmsKeyID`), `SourceSelectionCriteria`, Replication Time Control and metrics, and always
+says `DeleteMarkerReplication: Disabled`. The operator reads every setting back, so the second
+patch renders what moto stored. moto does not copy objects to the destination bucket.
 """
 
 import sys
@@ -40,6 +46,20 @@ def bucket_response_put_with_create_tags(self, request, bucket_name, querystring
 
 
 S3Response._bucket_response_put = bucket_response_put_with_create_tags
+
+_get_bucket_replication = S3Response.get_bucket_replication
+
+
+def get_bucket_replication_as_stored(self):
+    stored = self.backend.get_bucket_replication(self.bucket_name)
+    if not stored:
+        return _get_bucket_replication(self)
+    config = {k: v for k, v in stored.items() if not k.startswith("@")}
+    config["@xmlns"] = "http://s3.amazonaws.com/doc/2006-03-01/"
+    return 200, {}, xmltodict.unparse({"ReplicationConfiguration": config})
+
+
+S3Response.get_bucket_replication = get_bucket_replication_as_stored
 
 if __name__ == "__main__":
     server.main(sys.argv[1:])

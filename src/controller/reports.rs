@@ -1,0 +1,150 @@
+//! Invariant 13 inside the operator: after each AWS verification, every control of the
+//! tenant is judged from live state (the same reads and checks as `evidence`), and published
+//! as a cluster-scoped policy report of each kind the cluster serves (discovered once), as the
+//! metric `imaging_tenant_control`, and as a Warning Event for each control that starts failing.
+//!
+//! Quiet: a report is written only when its content differs from what the cluster holds, and
+//! an Event only when a control's result changes. A failure here is logged, never fatal: the
+//! reports describe the tenant, they do not gate its reconcile.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::{Client, ResourceExt};
+use serde_json::Value;
+use tokio::sync::OnceCell;
+use tracing::{debug, info, warn};
+
+use super::context::Context;
+use crate::api::ImagingTenant;
+use crate::api::metadata::FIELD_MANAGER;
+use crate::evidence::controls::{self, Finding, Verdict};
+use crate::evidence::policy_report::{self, KINDS, ReportKind};
+use crate::evidence::{gather, read};
+
+/// Event reason of a control that starts failing or cannot be judged.
+pub(crate) const CONTROL_FAILED: &str = "ControlFailed";
+
+/// The report kinds the cluster serves and the results last seen per tenant.
+#[derive(Default)]
+pub(crate) struct Reports {
+    kinds: OnceCell<Vec<ReportKind>>,
+    /// Per tenant UID: each control's last result.
+    last: Mutex<HashMap<String, HashMap<String, Verdict>>>,
+}
+
+impl Reports {
+    /// The report kinds served, looked up once.
+    async fn kinds(&self, client: &Client) -> &[ReportKind] {
+        self.kinds
+            .get_or_init(|| async {
+                let mut served = Vec::new();
+                for kind in KINDS {
+                    match client.list_api_group_resources(&kind.api_version()).await {
+                        Ok(list) if list.resources.iter().any(|r| r.name == kind.plural) => served.push(kind),
+                        Ok(_) => {}
+                        Err(kube::Error::Api(s)) if s.code == 404 => {}
+                        Err(e) => warn!(error = %e, group = kind.group, "cannot tell whether the cluster serves policy reports"),
+                    }
+                }
+                info!(kinds = ?served.iter().map(|k| k.kind).collect::<Vec<_>>(), "policy report kinds served");
+                served
+            })
+            .await
+    }
+
+    pub(crate) fn forget(&self, uid: &str) {
+        self.last.lock().expect("reports lock").remove(uid);
+    }
+}
+
+fn resource(kind: ReportKind) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(kind.group, kind.version, kind.kind), kind.plural)
+}
+
+/// The results a report in the cluster holds, by control ID.
+fn results_of(report: &Value) -> HashMap<String, Verdict> {
+    report["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| {
+            let verdict = match r["result"].as_str()? {
+                "pass" => Verdict::Pass,
+                "fail" => Verdict::Fail,
+                "error" => Verdict::Error,
+                "skip" => Verdict::Skip,
+                _ => return None,
+            };
+            Some((r["policy"].as_str()?.to_string(), verdict))
+        })
+        .collect()
+}
+
+/// Judges every control of the tenant and publishes the results.
+pub(crate) async fn publish(tenant: &ImagingTenant, ctx: &Context) {
+    let uid = tenant.metadata.uid.clone().unwrap_or_default();
+    let guards = read::guards(&ctx.client).await;
+    let evidence = gather(&ctx.client, &ctx.cloud, &ctx.settings, tenant.clone(), &guards).await;
+    let findings = controls::evaluate(&evidence, &ctx.settings);
+    let results: Vec<(&str, &str)> = findings.iter().map(|f| (f.control.id, f.outcome.result.as_str())).collect();
+    ctx.metrics.tenant_controls(&uid, tenant.tenant_name(), &results);
+
+    let mut previous = ctx.reports.last.lock().expect("reports lock").get(&uid).cloned();
+    for kind in ctx.reports.kinds(&ctx.client).await {
+        let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &resource(*kind));
+        let want = policy_report::render(*kind, tenant, &findings);
+        let name = policy_report::name(tenant);
+        let have = match api.get_opt(&name).await {
+            Ok(have) => have.map(|o| serde_json::to_value(o).unwrap_or_default()),
+            Err(e) => {
+                warn!(error = %e, report = name, kind = kind.kind, "cannot read the tenant's policy report");
+                continue;
+            }
+        };
+        // After a restart, what the report says is what was last published.
+        if previous.is_none() {
+            previous = have.as_ref().map(results_of);
+        }
+        if have.as_ref().is_some_and(|h| policy_report::same_content(h, &want)) {
+            continue;
+        }
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        match api.patch(&name, &params, &Patch::Apply(&want)).await {
+            Ok(_) => debug!(report = name, kind = kind.kind, "policy report written"),
+            Err(e) => warn!(error = %e, report = name, kind = kind.kind, "cannot write the tenant's policy report"),
+        }
+    }
+    announce_failures(tenant, ctx, &findings, previous.as_ref()).await;
+    let now = findings.iter().map(|f| (f.control.id.to_string(), f.outcome.result)).collect();
+    ctx.reports.last.lock().expect("reports lock").insert(uid, now);
+}
+
+/// A Warning Event for each control that fails (or cannot be judged) and did not before.
+async fn announce_failures(
+    tenant: &ImagingTenant,
+    ctx: &Context,
+    findings: &[Finding],
+    previous: Option<&HashMap<String, Verdict>>,
+) {
+    for f in findings.iter().filter(|f| matches!(f.outcome.result, Verdict::Fail | Verdict::Error)) {
+        if previous.and_then(|p| p.get(f.control.id)) == Some(&f.outcome.result) {
+            continue;
+        }
+        let paragraphs: Vec<&str> = f.control.hipaa.iter().map(|h| h.paragraph()).collect();
+        let note = format!(
+            "{} {} ({}, HIPAA {}): {}",
+            f.control.id,
+            f.outcome.result.as_str(),
+            f.control.title,
+            paragraphs.join(", "),
+            f.outcome.message
+        );
+        // The control is the action: Events of one reason and action form one series, whose
+        // note is not updated, so each control needs its own.
+        ctx.events.publish(tenant, EventType::Warning, CONTROL_FAILED, f.control.id, note).await;
+    }
+    debug!(tenant = %tenant.name_any(), "controls evaluated");
+}
