@@ -14,8 +14,6 @@ use serde_json::Value;
 const NAMESPACE: &str = "imaging-tenant-operator";
 const PROMETHEUS_RULE_API: &str = "monitoring.coreos.com/v1/PrometheusRule";
 const ALERT_TESTS: &str = "tests/fixtures/alerts";
-/// Families served by other components that the alerts read (the control results).
-const EXTERNAL_FAMILIES: [&str; 1] = ["imaging_tenant_control"];
 
 fn promtool() -> Command {
     Command::new(tool_path("promtool").unwrap_or_else(|e| panic!("{e}")))
@@ -201,11 +199,7 @@ fn the_alerts_read_only_documented_metrics() {
     let rule = prometheus_rule();
     for alert in alerts(&rule) {
         for name in metrics_in(alert["expr"].as_str().unwrap()) {
-            assert!(
-                documented.contains(&name) || EXTERNAL_FAMILIES.contains(&name.as_str()),
-                "{}: {name} is not in README.md's Monitoring table",
-                alert["alert"]
-            );
+            assert!(documented.contains(&name), "{}: {name} is not in README.md's Monitoring table", alert["alert"]);
         }
     }
 }
