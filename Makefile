@@ -51,12 +51,31 @@ GOPHER_LUA_VERSION := $(call go_mod_version,lua-health,github.com/yuin/gopher-lu
 LUA_HEALTH_HASH := $(shell cat $(sort $(wildcard $(TOOLS)/lua-health/*.go)) $(TOOLS)/lua-health/go.mod $(TOOLS)/lua-health/go.sum | sha256sum | cut -c1-16)
 LUA_HEALTH := $(BIN_DIR)/lua-health
 
+# helm4 (tests/tools/helm4): Helm 4, for the chart tests beside Helm 3. Rebuilt when the helm
+# v4 pin or the module's go.mod/go.sum changes.
+HELM4_VERSION := $(call go_mod_version,helm4,helm.sh/helm/v4)
+HELM4_HASH := $(shell cat $(TOOLS)/helm4/go.mod $(TOOLS)/helm4/go.sum | sha256sum | cut -c1-16)
+HELM4 := $(BIN_DIR)/helm4
+
+# kstatus-check (tests/tools/helm4/kstatus) judges objects with kstatus; it shares the helm4
+# module (Helm 4 uses the same Kubernetes packages). Rebuilt when the cli-utils pin or a hash
+# of its sources and the module's go.mod/go.sum changes.
+CLI_UTILS_VERSION := $(call go_mod_version,helm4,sigs.k8s.io/cli-utils)
+KSTATUS_HASH := $(shell cat $(sort $(wildcard $(TOOLS)/helm4/kstatus/*.go)) $(TOOLS)/helm4/go.mod $(TOOLS)/helm4/go.sum | sha256sum | cut -c1-16)
+KSTATUS_CHECK := $(BIN_DIR)/kstatus-check
+
+# promtool (tests/tools/promtool) checks and unit-tests the chart's alert rules; rebuilt when the
+# prometheus pin or the module's go.mod/go.sum changes.
+PROMETHEUS_VERSION := $(call go_mod_version,promtool,github.com/prometheus/prometheus)
+PROMTOOL_HASH := $(shell cat $(TOOLS)/promtool/go.mod $(TOOLS)/promtool/go.sum | sha256sum | cut -c1-16)
+PROMTOOL := $(BIN_DIR)/promtool
+
 .PHONY: test k8s-bin moto fmt-check lint crds iam-policies netpol-crds tools-test
 
 test: k8s-bin moto image-build-deps
 	cargo test --locked --all-targets
 
-k8s-bin: $(K8S_BINARIES) $(NETPOL_VERDICT) $(LUA_HEALTH) netpol-crds
+k8s-bin: $(K8S_BINARIES) $(NETPOL_VERDICT) $(LUA_HEALTH) $(HELM4) $(KSTATUS_CHECK) $(PROMTOOL) netpol-crds
 
 # Each binary is written under a temporary name and renamed, so an interrupted
 # build never leaves a truncated binary that later runs would take as cached.
@@ -96,6 +115,35 @@ $(LUA_HEALTH): $(BIN_DIR)/.lua-health-$(GOPHER_LUA_VERSION)-$(LUA_HEALTH_HASH)
 $(BIN_DIR)/.lua-health-$(GOPHER_LUA_VERSION)-$(LUA_HEALTH_HASH):
 	@mkdir -p $(BIN_DIR)
 	rm -f $(BIN_DIR)/.lua-health-*
+	touch $@
+
+$(HELM4): $(BIN_DIR)/.helm4-$(HELM4_VERSION)-$(HELM4_HASH)
+	cd $(TOOLS)/helm4 && $(GO_BUILD) -ldflags='-s -w -X helm.sh/helm/v4/internal/version.version=$(HELM4_VERSION)' -o $@.partial helm.sh/helm/v4/cmd/helm
+	mv $@.partial $@
+
+$(BIN_DIR)/.helm4-$(HELM4_VERSION)-$(HELM4_HASH):
+	@mkdir -p $(BIN_DIR)
+	rm -f $(BIN_DIR)/.helm4-*
+	touch $@
+
+$(KSTATUS_CHECK): $(BIN_DIR)/.kstatus-check-$(CLI_UTILS_VERSION)-$(KSTATUS_HASH)
+	cd $(TOOLS)/helm4 && $(GO_BUILD) -ldflags='-s -w' -o $@.partial ./kstatus
+	mv $@.partial $@
+
+$(BIN_DIR)/.kstatus-check-$(CLI_UTILS_VERSION)-$(KSTATUS_HASH):
+	@mkdir -p $(BIN_DIR)
+	rm -f $(BIN_DIR)/.kstatus-check-*
+	touch $@
+
+# promtool reports the prometheus module's version as its own (v0.316.0 is Prometheus 3.x's
+# module version for the same tree).
+$(PROMTOOL): $(BIN_DIR)/.promtool-$(PROMETHEUS_VERSION)-$(PROMTOOL_HASH)
+	cd $(TOOLS)/promtool && $(GO_BUILD) -ldflags='-s -w -X github.com/prometheus/common/version.Version=$(PROMETHEUS_VERSION)' -o $@.partial github.com/prometheus/prometheus/cmd/promtool
+	mv $@.partial $@
+
+$(BIN_DIR)/.promtool-$(PROMETHEUS_VERSION)-$(PROMTOOL_HASH):
+	@mkdir -p $(BIN_DIR)
+	rm -f $(BIN_DIR)/.promtool-*
 	touch $@
 
 # The policy.networking.k8s.io CRDs, copied from the module cache: AdminNetworkPolicy and

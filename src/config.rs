@@ -239,3 +239,31 @@ impl Settings {
             .unwrap_or(&self.oidc_provider_arn)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_names_follow_the_crds_rule() {
+        for good in ["eu-west-1", "us-east-2", "ap-southeast-12", "us-gov-west-1", "us-isob-east-1", "cn-north-1"] {
+            assert!(is_region_name(good), "{good}");
+        }
+        for bad in ["", "eu-west", "EU-west-1", "eu-west-123", "europe-west-1", "eu--1", "eu-west-1a", "us-foo-west-1"]
+        {
+            assert!(!is_region_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_replication_region_must_be_another_region_of_the_partition() {
+        let args = |replica: &str| SettingsArgs {
+            aws_region: Some("eu-central-1".into()),
+            replication_region: Some(replica.into()),
+            ..SettingsArgs::default()
+        };
+        assert_eq!(args("eu-west-1").resolve(None).unwrap().replication_region.as_deref(), Some("eu-west-1"));
+        assert!(args("eu-central-1").resolve(None).unwrap_err().contains("the operator's own region"));
+        assert!(args("cn-north-1").resolve(None).unwrap_err().contains("another AWS partition"));
+    }
+}

@@ -12,8 +12,13 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
 use crate::cloud::CallStats;
 use crate::cloud::budget::{BudgetStats, DEFAULTS};
+
+/// Every value a condition's status can take; each gets a series, 1 for the current one.
+const CONDITION_STATUSES: [&str; 3] = ["True", "False", "Unknown"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct OutcomeLabels {
@@ -28,6 +33,18 @@ pub(crate) struct CategoryLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ReadyLabels {
     pub(crate) ready: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ConditionLabels {
+    pub(crate) tenant: String,
+    pub(crate) condition: String,
+    pub(crate) status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct VersionLabels {
+    pub(crate) version: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -83,6 +100,10 @@ pub(crate) struct Metrics {
     kubernetes_requests: Family<KubeRequestLabels, Counter>,
     watch_restarts: Counter,
     ready_by_tenant: Mutex<HashMap<String, bool>>,
+    conditions: Family<ConditionLabels, Gauge>,
+    /// By tenant UID: the tenant's name and the condition types exported for it.
+    conditions_by_tenant: Mutex<HashMap<String, (String, Vec<String>)>>,
+    leader: Gauge,
     /// The AWS call counts already added to the counters.
     aws_exported: Mutex<CallStats>,
     /// Families named without the operator's prefix: `imaging_tenant_control`.
@@ -100,7 +121,25 @@ impl Default for Metrics {
 
 impl Metrics {
     pub(crate) fn new() -> Self {
-        let mut registry = Registry::with_prefix("imaging_tenant_operator");
+        // The per-tenant families are named for the tenant (`imaging_tenant_*`), the operator's
+        // own under `imaging_tenant_operator_`.
+        let mut root = Registry::default();
+        let conditions = Family::<ConditionLabels, Gauge>::default();
+        root.register(
+            "imaging_tenant_condition",
+            "Status of each condition of each tenant: 1 for the status it has (True, False or Unknown), 0 for the others",
+            conditions.clone(),
+        );
+        let registry = root.sub_registry_with_prefix("imaging_tenant_operator");
+        let leader = Gauge::default();
+        let build_info = Family::<VersionLabels, Gauge>::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the Lease and reconciles, 0 on standby",
+            leader.clone(),
+        );
+        registry.register("build_info", "Version of the running operator (always 1)", build_info.clone());
+        build_info.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
         let reconciliations = Family::<OutcomeLabels, Counter>::default();
         let errors = Family::<CategoryLabels, Counter>::default();
         let duration = Histogram::new(exponential_buckets(0.01, 2.0, 14));
@@ -165,7 +204,7 @@ impl Metrics {
             controls.clone(),
         );
         Metrics {
-            registry: Mutex::new(registry),
+            registry: Mutex::new(root),
             drift_events,
             budgets,
             reconciliations,
@@ -177,6 +216,9 @@ impl Metrics {
             kubernetes_requests,
             watch_restarts,
             ready_by_tenant: Mutex::default(),
+            conditions,
+            conditions_by_tenant: Mutex::default(),
+            leader,
             aws_exported: Mutex::default(),
             tenant_registry: Mutex::new(tenant_registry),
             controls,
@@ -264,6 +306,9 @@ impl Metrics {
         self.publish_ready(&map);
         drop(map);
         self.tenant_controls(uid, "", &[]);
+        if let Some((name, types)) = self.conditions_by_tenant.lock().expect("lock").remove(uid) {
+            self.remove_conditions(&name, &types);
+        }
     }
 
     /// The current result of every control of a tenant, as `(control ID, result)`.
@@ -286,6 +331,41 @@ impl Metrics {
         if !now.is_empty() {
             by_tenant.insert(uid.to_string(), now);
         }
+    }
+
+    /// The tenant's conditions as written to its status; types it no longer has are dropped.
+    pub(crate) fn tenant_conditions(&self, uid: &str, name: &str, conditions: &[Condition]) {
+        let types: Vec<String> = conditions.iter().map(|c| c.type_.clone()).collect();
+        let mut by_tenant = self.conditions_by_tenant.lock().expect("lock");
+        if let Some((old_name, old_types)) = by_tenant.get(uid) {
+            let gone: Vec<String> =
+                old_types.iter().filter(|t| old_name != name || !types.contains(t)).cloned().collect();
+            self.remove_conditions(old_name, &gone);
+        }
+        for c in conditions {
+            for status in CONDITION_STATUSES {
+                let labels = ConditionLabels { tenant: name.into(), condition: c.type_.clone(), status: status.into() };
+                self.conditions.get_or_create(&labels).set(i64::from(c.status == status));
+            }
+        }
+        by_tenant.insert(uid.to_string(), (name.to_string(), types));
+    }
+
+    fn remove_conditions(&self, name: &str, types: &[String]) {
+        for type_ in types {
+            for status in CONDITION_STATUSES {
+                self.conditions.remove(&ConditionLabels {
+                    tenant: name.into(),
+                    condition: type_.clone(),
+                    status: status.into(),
+                });
+            }
+        }
+    }
+
+    /// Whether this replica holds the Lease (or runs without leader election) and reconciles.
+    pub(crate) fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
     }
 
     fn publish_ready(&self, map: &HashMap<String, bool>) {
@@ -312,6 +392,39 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    fn condition(type_: &str, status: &str) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: "R".into(),
+            message: "m".into(),
+            observed_generation: Some(1),
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ),
+        }
+    }
+
+    #[test]
+    fn a_tenants_condition_series_follow_its_status_and_go_with_it() {
+        let m = Metrics::new();
+        m.tenant_conditions("u1", "group-a", &[condition("Ready", "False"), condition("DeletionBlocked", "True")]);
+        let text = m.encode();
+        assert!(text.contains("imaging_tenant_condition{tenant=\"group-a\",condition=\"Ready\",status=\"False\"} 1"));
+        assert!(
+            text.contains(
+                "imaging_tenant_condition{tenant=\"group-a\",condition=\"DeletionBlocked\",status=\"True\"} 1"
+            )
+        );
+        m.tenant_conditions("u1", "group-a", &[condition("Ready", "True")]);
+        let text = m.encode();
+        assert!(text.contains("imaging_tenant_condition{tenant=\"group-a\",condition=\"Ready\",status=\"True\"} 1"));
+        assert!(text.contains("imaging_tenant_condition{tenant=\"group-a\",condition=\"Ready\",status=\"False\"} 0"));
+        assert!(!text.contains("DeletionBlocked"), "a condition the tenant no longer has is dropped:\n{text}");
+        m.forget_tenant("u1");
+        assert!(!m.encode().contains("group-a"), "a deleted tenant leaves no series");
+    }
+
     #[test]
     fn every_family_is_exposed() {
         let m = Metrics::new();
@@ -328,6 +441,8 @@ mod tests {
         m.tenant_ready("u2", false);
         m.tenant_controls("u1", "group-a", &[("ITO-S3-01", "fail"), ("ITO-S3-02", "pass")]);
         m.tenant_controls("u1", "group-a", &[("ITO-S3-01", "pass"), ("ITO-S3-02", "pass")]);
+        m.set_leader(true);
+        m.tenant_conditions("u1", "group-a", &[condition("Ready", "True")]);
         let text = m.encode();
         assert!(!text.contains("result=\"fail\""), "a changed result replaces the old one:\n{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
@@ -342,6 +457,10 @@ mod tests {
             "imaging_tenant_operator_watch_restarts_total 1",
             "imaging_tenant_operator_kubernetes_requests_total{verb=\"patch\"} 1",
             "imaging_tenant_control{tenant=\"group-a\",control=\"ITO-S3-01\",result=\"pass\"} 1",
+            "imaging_tenant_operator_leader 1",
+            "imaging_tenant_operator_build_info{version=\"",
+            "imaging_tenant_condition{tenant=\"group-a\",condition=\"Ready\",status=\"True\"} 1",
+            "imaging_tenant_condition{tenant=\"group-a\",condition=\"Ready\",status=\"False\"} 0",
         ] {
             assert!(text.contains(family), "missing {family} in\n{text}");
         }

@@ -272,6 +272,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     };
 
     if !args.leader_election {
+        metrics.set_leader(true);
         controller::run(client, settings, cloud, metrics, opts, ready_tx, terminated()).await;
         return Ok(());
     }
@@ -302,11 +303,13 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     info!("became leader");
+    metrics.set_leader(true);
     // The new leader is ready again once its caches are synced.
     let _ = ready_tx.send(false);
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let lost = {
         let stop_tx = stop_tx.clone();
+        let metrics = metrics.clone();
         async move {
             tokio::select! {
                 _ = term => {}
@@ -320,6 +323,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
                     }
                 } => warn!(reason = %res, "stepping down"),
             }
+            metrics.set_leader(false);
             let _ = stop_tx.send(true);
             manager
         }

@@ -21,6 +21,11 @@ pub const REPLICA_READY: &str = "ReplicaReady";
 /// the replica key it names was verified. Reported only for a tenant that replicates.
 pub const REPLICATION_CONFIGURED: &str = "ReplicationConfigured";
 pub const READY: &str = "Ready";
+/// kstatus: True while work or a retry is pending (the operator gets there on its own).
+pub const RECONCILING: &str = "Reconciling";
+/// kstatus: True when a person must act (a conflict, access denied, invalid settings); the
+/// operator waits for a change.
+pub const STALLED: &str = "Stalled";
 /// Set only while a Delete-policy tenant cannot be removed yet (for example a non-empty bucket).
 pub const DELETION_BLOCKED: &str = "DeletionBlocked";
 
@@ -47,15 +52,23 @@ pub struct Verdict {
     pub ok: bool,
     pub reason: String,
     pub message: String,
+    /// Failed in a way that trying again cannot fix: a person must act.
+    pub stalled: bool,
 }
 
 impl Verdict {
     pub fn ok(type_: &'static str, reason: impl Into<String>, message: impl Into<String>) -> Self {
-        Verdict { type_, ok: true, reason: reason.into(), message: message.into() }
+        Verdict { type_, ok: true, reason: reason.into(), message: message.into(), stalled: false }
     }
 
     pub fn failed(type_: &'static str, reason: impl Into<String>, message: impl Into<String>) -> Self {
-        Verdict { type_, ok: false, reason: reason.into(), message: message.into() }
+        Verdict { type_, ok: false, reason: reason.into(), message: message.into(), stalled: false }
+    }
+
+    /// A failure only a person can fix when `needs_person` (a failed verdict only).
+    pub fn stalled_if(mut self, needs_person: bool) -> Self {
+        self.stalled = !self.ok && needs_person;
+        self
     }
 }
 
@@ -94,6 +107,49 @@ pub fn ready(parts: &[Verdict], optional: &[&str]) -> Verdict {
         ),
         Some(v) => Verdict::failed(READY, v.reason.clone(), format!("{}: {}", v.type_, v.message)),
     }
+}
+
+/// kstatus's `Reconciling` and `Stalled` from the parts and Ready, never both True: Stalled
+/// when a required part failed in a way only a person can fix (named by the first such part),
+/// otherwise Reconciling while Ready is False (with Ready's reason and message).
+pub fn progress(parts: &[Verdict], ready: &Verdict, optional: &[&str]) -> [Verdict; 2] {
+    if ready.ok {
+        return [
+            Verdict::failed(RECONCILING, "Reconciled", "everything is in place; nothing is pending"),
+            Verdict::failed(STALLED, "Reconciled", "everything is in place; nothing needs a person"),
+        ];
+    }
+    match parts.iter().find(|v| v.stalled && !v.ok && !optional.contains(&v.type_)) {
+        Some(v) => [
+            Verdict::failed(
+                RECONCILING,
+                "Stalled",
+                "the operator waits for a change before it tries again; see Stalled",
+            ),
+            Verdict::ok(STALLED, v.reason.clone(), format!("{}: {}", v.type_, v.message)),
+        ],
+        None => [
+            Verdict::ok(RECONCILING, ready.reason.clone(), ready.message.clone()),
+            Verdict::failed(
+                STALLED,
+                "Progressing",
+                "nothing needs a person yet: the operator is working or retrying with back-off",
+            ),
+        ],
+    }
+}
+
+/// The status of a tenant the operator has just seen, written before any other work so that
+/// tools waiting on it see at once that it is being worked on.
+pub fn first_seen() -> Vec<Verdict> {
+    let reason = "Provisioning";
+    let message =
+        "the operator has taken up this tenant: namespaces, policies, bindings, quota and AWS resources come next";
+    vec![
+        Verdict::failed(READY, reason, message),
+        Verdict::ok(RECONCILING, reason, message),
+        Verdict::failed(STALLED, "Progressing", "nothing needs a person yet: the operator is working"),
+    ]
 }
 
 pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
@@ -159,6 +215,56 @@ mod tests {
         assert!(!r.ok);
         assert_eq!(r.reason, "AccessDenied");
         assert!(r.message.starts_with("BucketReady:"));
+    }
+
+    fn progress_of(parts: &[Verdict], optional: &[&str]) -> [Verdict; 2] {
+        progress(parts, &ready(parts, optional), optional)
+    }
+
+    #[test]
+    fn a_ready_tenant_is_neither_reconciling_nor_stalled() {
+        let [reconciling, stalled] = progress_of(&[Verdict::ok(NAMESPACES_READY, "NamespacesOwned", "ok")], &[]);
+        assert!(!reconciling.ok && !stalled.ok);
+    }
+
+    #[test]
+    fn pending_work_is_reconciling() {
+        let parts = vec![
+            Verdict::ok(NAMESPACES_READY, "NamespacesOwned", "ok"),
+            Verdict::failed(KEY_READY, "ThrottlingException", "retrying with back-off"),
+        ];
+        let [reconciling, stalled] = progress_of(&parts, &[]);
+        assert!(reconciling.ok && !stalled.ok);
+        assert_eq!(reconciling.reason, "ThrottlingException");
+        assert!(reconciling.message.starts_with("KeyReady:"), "{}", reconciling.message);
+    }
+
+    #[test]
+    fn a_failure_only_a_person_can_fix_stalls_even_beside_pending_work() {
+        let parts = vec![
+            Verdict::failed(NAMESPACES_READY, "NamespaceTerminating", "being deleted"),
+            Verdict::failed(IDENTITY_READY, "AccessDenied", "iam:CreateRole denied").stalled_if(true),
+            Verdict::failed(KEY_READY, "WaitingForRole", "waits"),
+        ];
+        let [reconciling, stalled] = progress_of(&parts, &[]);
+        assert!(!reconciling.ok && stalled.ok);
+        assert_eq!(stalled.reason, "AccessDenied");
+        assert!(stalled.message.starts_with("IdentityReady: iam:CreateRole"), "{}", stalled.message);
+    }
+
+    #[test]
+    fn an_optional_part_does_not_stall() {
+        let parts = vec![
+            Verdict::failed(NAMESPACES_READY, "NamespaceTerminating", "being deleted"),
+            Verdict::failed(GUARDED, "AdmissionPoliciesMissing", "no").stalled_if(true),
+        ];
+        let [reconciling, stalled] = progress_of(&parts, &[GUARDED]);
+        assert!(reconciling.ok && !stalled.ok);
+    }
+
+    #[test]
+    fn only_a_failure_can_stall() {
+        assert!(!Verdict::ok(KEY_READY, "Provisioned", "ok").stalled_if(true).stalled);
     }
 
     #[test]

@@ -475,6 +475,10 @@ pub enum DeletionPolicy {
 /// Observed state of an ImagingTenant.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+// Until the operator writes the first status, the API server shows observedGeneration 0: kstatus
+// (Flux, Helm 4's --wait) reads a tenant without status as Current, and one with an older
+// observed generation as InProgress.
+#[schemars(extend("default" = {"observedGeneration": 0}))]
 pub struct ImagingTenantStatus {
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]

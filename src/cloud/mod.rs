@@ -1052,5 +1052,5 @@ fn failed(type_: &'static str, e: &CloudError) -> Verdict {
         ErrorClass::Throttled | ErrorClass::Server | ErrorClass::Transport => ": retrying with back-off",
         _ => "",
     };
-    Verdict::failed(type_, e.code().to_string(), format!("{e}{hint}"))
+    Verdict::failed(type_, e.code().to_string(), format!("{e}{hint}")).stalled_if(!e.is_retryable())
 }

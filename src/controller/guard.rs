@@ -272,9 +272,12 @@ pub(crate) fn verdict(
 ) -> Verdict {
     let network_text = match network {
         Err(e @ Error::ClusterPolicyConflict { .. }) => {
-            return Verdict::failed(cond::GUARDED, "ClusterNetworkPolicyConflict", e.to_string());
+            return Verdict::failed(cond::GUARDED, "ClusterNetworkPolicyConflict", e.to_string()).stalled_if(true);
         }
-        Err(e) => return Verdict::failed(cond::GUARDED, "ClusterNetworkPolicyFailed", e.to_string()),
+        Err(e) => {
+            return Verdict::failed(cond::GUARDED, "ClusterNetworkPolicyFailed", e.to_string())
+                .stalled_if(!e.is_retryable());
+        }
         Ok(Some(flavor)) => format!(
             "{} {policy_name} (Admin tier, evaluated before any NetworkPolicy) denies other namespaces and metadata addresses",
             flavor.kind(),
@@ -297,7 +300,8 @@ pub(crate) fn verdict(
         } else {
             ""
         };
-        Verdict::failed(cond::GUARDED, reason, format!("{problem}; {network_text}.{tail}"))
+        // Installing, binding or reading the policies is for a person to do.
+        Verdict::failed(cond::GUARDED, reason, format!("{problem}; {network_text}.{tail}")).stalled_if(true)
     };
     match &layers.admission {
         Admission::Active => Verdict::ok(

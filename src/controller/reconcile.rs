@@ -1,7 +1,7 @@
 //! The reconcile: a tenant through the finalizer, then a pipeline of named steps.
 //!
-//! apply: claim namespaces → retire namespaces removed from the spec → apply children → verify
-//! AWS → write status → next action. cleanup: retire namespaces → retire AWS.
+//! apply: first status (once) → claim namespaces → retire namespaces removed from the spec →
+//! apply children → verify AWS → write status → next action. cleanup: retire namespaces → retire AWS.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -100,6 +100,7 @@ async fn apply(tenant: &ImagingTenant, ctx: &Context) -> Result<Action, Error> {
     let objects = desired::objects(tenant, &ctx.settings);
     let wanted: BTreeSet<String> = tenant.namespace_names().into_iter().collect();
     let mut changes = Changes::default();
+    let previous = write_first_seen(tenant, ctx).await?;
 
     let others: Vec<String> = ctx
         .tenants
@@ -134,8 +135,13 @@ async fn apply(tenant: &ImagingTenant, ctx: &Context) -> Result<Action, Error> {
         layers: guard::active_layers(&layers, cluster_policy.as_ref().ok().copied().flatten()),
         optional: ctx.guard.allow_unguarded,
     };
-    write_status(tenant, ctx, verdicts, &claims.owned, aws.ids, guarding).await?;
+    write_status(tenant, ctx, previous.as_ref(), verdicts, &claims.owned, aws.ids, guarding).await?;
 
+    // Failed steps are counted by category, AWS's by error class (access_denied, throttled, ...).
+    let failures = claims.error.iter().chain(applied.errors()).chain(cluster_policy.as_ref().err());
+    for category in failures.map(Error::category).chain(aws.failure) {
+        ctx.metrics.failed(category);
+    }
     let pass = Pass {
         retryable_failure: applied.errors().chain(claims.error.as_ref()).any(Error::is_retryable)
             || cluster_policy.as_ref().is_err_and(Error::is_retryable)
@@ -156,6 +162,23 @@ async fn apply(tenant: &ImagingTenant, ctx: &Context) -> Result<Action, Error> {
             Action::requeue(if due.is_zero() { after } else { after.min(due) })
         }
     })
+}
+
+/// A tenant without conditions gets its first status before any other work, so that whoever
+/// waits on it sees at once that the operator took it up. Returns the status now stored.
+async fn write_first_seen(tenant: &ImagingTenant, ctx: &Context) -> Result<Option<ImagingTenantStatus>, Error> {
+    match &tenant.status {
+        Some(s) if !s.conditions.is_empty() => Ok(Some(s.clone())),
+        stored => {
+            let mut first = status::first_seen(tenant);
+            if let Some(s) = stored {
+                // AWS IDs recorded before a crash stay.
+                (first.bucket, first.key, first.role) = (s.bucket.clone(), s.key.clone(), s.role.clone());
+            }
+            status::write_if_changed(&ctx.client, tenant, stored.as_ref(), &first).await?;
+            Ok(Some(first))
+        }
+    }
 }
 
 /// A namespace of someone else is reported, never taken over.
@@ -218,6 +241,8 @@ struct AwsOutcome {
     verdicts: Vec<Verdict>,
     ids: CloudIds,
     retryable_failure: bool,
+    /// The category of the first AWS failure of this pass, when AWS was called.
+    failure: Option<&'static str>,
 }
 
 /// AWS is provisioned only with every namespace owned, so the role's trust policy never names a
@@ -231,6 +256,7 @@ async fn verify_aws(tenant: &ImagingTenant, ctx: &Context, claims: &Claims, want
         verdicts: AWS_PARTS.iter().map(|part| Verdict::failed(part, reason, message)).collect(),
         ids: known.clone(),
         retryable_failure: false,
+        failure: None,
     };
     if claims.incomplete(wanted) || claims.owned.is_empty() {
         return pending(
@@ -245,7 +271,9 @@ async fn verify_aws(tenant: &ImagingTenant, ctx: &Context, claims: &Claims, want
     }
     if !ctx.aws_checks.due(tenant, uid, ctx.resync_interval) {
         return match ctx.aws_checks.last(uid) {
-            Some(last) => AwsOutcome { verdicts: last.verdicts, ids: last.ids, retryable_failure: false },
+            Some(last) => {
+                AwsOutcome { verdicts: last.verdicts, ids: last.ids, retryable_failure: false, failure: None }
+            }
             None => pending("Pending", "AWS resources were not verified yet"),
         };
     }
@@ -259,7 +287,12 @@ async fn verify_aws(tenant: &ImagingTenant, ctx: &Context, claims: &Claims, want
     }
     ctx.aws_checks.record(tenant, uid, &verdicts, &ids);
     super::reports::publish(tenant, ctx).await;
-    AwsOutcome { verdicts, ids, retryable_failure: error.as_ref().is_some_and(|e| e.is_retryable()) }
+    AwsOutcome {
+        verdicts,
+        ids,
+        retryable_failure: error.as_ref().is_some_and(|e| e.is_retryable()),
+        failure: error.as_ref().map(|e| e.category()),
+    }
 }
 
 /// The AWS verdicts a Ready tenant's status records for its current generation: what a restarted
@@ -279,19 +312,21 @@ fn recorded_verification(tenant: &ImagingTenant) -> Option<Vec<Verdict>> {
         .collect()
 }
 
-/// The status from the verdicts, written only when it changed.
+/// The status from the verdicts, written only when it differs from the stored one.
 async fn write_status(
     tenant: &ImagingTenant,
     ctx: &Context,
+    stored: Option<&ImagingTenantStatus>,
     verdicts: Vec<Verdict>,
     owned: &BTreeSet<String>,
     ids: CloudIds,
     guarding: status::Guarding,
 ) -> Result<(), Error> {
-    let previous = tenant.status.clone().unwrap_or_default();
+    let previous = stored.cloned().unwrap_or_default();
     let next = status::build(tenant, &previous, verdicts, owned, ids, guarding);
     ctx.metrics.tenant_ready(tenant_uid(tenant), cond::is_true(&next.conditions, cond::READY));
-    status::write_if_changed(&ctx.client, tenant, &previous, &next).await?;
+    ctx.metrics.tenant_conditions(tenant_uid(tenant), &tenant.name_any(), &next.conditions);
+    status::write_if_changed(&ctx.client, tenant, stored, &next).await?;
     Ok(())
 }
 
@@ -370,7 +405,7 @@ async fn write_deletion_blocked(
 ) -> Result<(), Error> {
     let mut blocked = previous.clone();
     status::set_deletion_blocked(&mut blocked, tenant, verdict);
-    status::write_if_changed(&ctx.client, tenant, previous, &blocked).await?;
+    status::write_if_changed(&ctx.client, tenant, tenant.status.as_ref(), &blocked).await?;
     Ok(())
 }
 

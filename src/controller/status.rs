@@ -29,7 +29,8 @@ pub(crate) fn namespaces_verdict(claims: &Claims) -> Verdict {
             format!(
                 "namespace {name} is reserved for tenant '{other}': a tenant's namespaces are its name or start with '<its name>-', and '{other}' is the more specific name; it was not created. Choose another name in spec.namespaces"
             ),
-        );
+        )
+        .stalled_if(true);
     }
     if let Some((name, owner)) = conflicts.first() {
         let whose = match owner {
@@ -43,7 +44,8 @@ pub(crate) fn namespaces_verdict(claims: &Claims) -> Verdict {
             format!(
                 "namespace {name} already exists and {whose}{others}; it was left untouched. Choose another name in spec.namespaces, or have its owner remove it"
             ),
-        );
+        )
+        .stalled_if(true);
     }
     if let Some(name) = terminating.first() {
         return Verdict::failed(
@@ -63,13 +65,15 @@ pub(crate) fn namespaces_verdict(claims: &Claims) -> Verdict {
     )
 }
 
+/// A failed part; one that retrying cannot fix stalls the tenant.
 fn error_verdict(type_: &'static str, error: &Error) -> Verdict {
-    match error {
+    let verdict = match error {
         Error::Observe { what, source } | Error::Apply { what, source } | Error::Remove { what, source } => {
             Verdict::failed(type_, kube_reason(source), format!("{what}: {}", kube_message(source)))
         }
         other => Verdict::failed(type_, "Error", other.to_string()),
-    }
+    };
+    verdict.stalled_if(!error.is_retryable())
 }
 
 /// The verdict of one part applied inside the tenant's namespaces.
@@ -91,8 +95,8 @@ pub(crate) fn part_verdict(
     }
 }
 
-/// The next status: verdicts in the fixed order of `PARTS`, Ready last, timestamps kept where
-/// nothing changed.
+/// The next status: verdicts in the fixed order of `PARTS`, then Ready, Reconciling and Stalled,
+/// timestamps kept where nothing changed.
 pub(crate) fn build(
     tenant: &ImagingTenant,
     previous: &ImagingTenantStatus,
@@ -104,7 +108,9 @@ pub(crate) fn build(
     verdicts.sort_by_key(|v| cond::PARTS.iter().position(|p| *p == v.type_).unwrap_or(usize::MAX));
     let optional: &[&str] = if guard.optional { &[cond::GUARDED] } else { &[] };
     let ready = cond::ready(&verdicts, optional);
+    let progress = cond::progress(&verdicts, &ready, optional);
     verdicts.push(ready);
+    verdicts.extend(progress);
     ImagingTenantStatus {
         observed_generation: tenant.metadata.generation,
         conditions: cond::merge(&previous.conditions, &verdicts, tenant.metadata.generation, &now()),
@@ -114,6 +120,16 @@ pub(crate) fn build(
         key: ids.key,
         role: ids.role,
         replica: ids.replica.filter(|r| !r.is_empty()),
+    }
+}
+
+/// The status of a tenant seen for the first time: Ready False and Reconciling True at its
+/// generation, before any other work.
+pub(crate) fn first_seen(tenant: &ImagingTenant) -> ImagingTenantStatus {
+    ImagingTenantStatus {
+        observed_generation: tenant.metadata.generation,
+        conditions: cond::merge(&[], &cond::first_seen(), tenant.metadata.generation, &now()),
+        ..ImagingTenantStatus::default()
     }
 }
 
@@ -132,12 +148,15 @@ pub(crate) fn set_deletion_blocked(status: &mut ImagingTenantStatus, tenant: &Im
         .iter()
         .filter(|c| c.type_ != cond::DELETION_BLOCKED)
         .filter_map(|c| {
-            cond::PARTS.iter().chain([cond::READY].iter()).find(|p| **p == c.type_).map(|p| Verdict {
-                type_: p,
-                ok: c.status == "True",
-                reason: c.reason.clone(),
-                message: c.message.clone(),
-            })
+            cond::PARTS.iter().chain(&[cond::READY, cond::RECONCILING, cond::STALLED]).find(|p| **p == c.type_).map(
+                |p| Verdict {
+                    type_: p,
+                    ok: c.status == "True",
+                    reason: c.reason.clone(),
+                    message: c.message.clone(),
+                    stalled: false,
+                },
+            )
         })
         .collect();
     // DeletionBlocked=True while the deletion waits (for example on a non-empty bucket).
@@ -145,15 +164,15 @@ pub(crate) fn set_deletion_blocked(status: &mut ImagingTenantStatus, tenant: &Im
     status.conditions = cond::merge(&status.conditions, &verdicts, tenant.metadata.generation, &now());
 }
 
-/// Writes the status only when it differs from what is stored: no write, no watch event, no
-/// reconcile storm.
+/// Writes the status only when it differs from what is stored (`previous`, `None` when there is
+/// none yet): no write, no watch event, no reconcile storm.
 pub(crate) async fn write_if_changed(
     client: &Client,
     tenant: &ImagingTenant,
-    previous: &ImagingTenantStatus,
+    previous: Option<&ImagingTenantStatus>,
     next: &ImagingTenantStatus,
 ) -> Result<bool, Error> {
-    if tenant.status.is_some() && previous == next {
+    if previous == Some(next) {
         return Ok(false);
     }
     let api: Api<ImagingTenant> = Api::all(client.clone());

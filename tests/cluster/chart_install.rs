@@ -135,9 +135,14 @@ fn helm_install(cp: &ControlPlane) -> Release {
 
 /// `helm install` of a new release with the minimal values and `set`.
 fn helm_install_with(cp: &ControlPlane, set: &str) -> Release {
+    helm_install_by("helm", cp, set)
+}
+
+/// The same with one of [`HELMS`].
+fn helm_install_by(binary: &str, cp: &ControlPlane, set: &str) -> Release {
     let name = unique_name("ito");
     let namespace = unique_name("chart-install");
-    let mut cmd = helm();
+    let mut cmd = helm_named(binary);
     // Without the admission policies: they are cluster-wide, and would refuse the other tests of
     // this binary, which change operator-owned objects as the admin to simulate drift (and this
     // module's own RBAC checks, done outside tenant namespaces). tests/cluster/guardrails.rs
@@ -153,7 +158,11 @@ fn helm_install_with(cp: &ControlPlane, set: &str) -> Release {
 }
 
 fn helm_uninstall(cp: &ControlPlane, release: &Release) {
-    let mut cmd = helm();
+    helm_uninstall_by("helm", cp, release)
+}
+
+fn helm_uninstall_by(binary: &str, cp: &ControlPlane, release: &Release) {
+    let mut cmd = helm_named(binary);
     cmd.args(["uninstall", &release.name, "--namespace", &release.namespace]);
     run(with_kubeconfig(cmd, cp), None);
 }
@@ -179,10 +188,20 @@ fn apply_params() -> PatchParams {
 
 #[tokio::test]
 async fn helm_install_creates_the_operator_and_keeps_crd_and_tenants_on_uninstall() {
+    installs_the_operator_and_keeps_crd_and_tenants_on_uninstall("helm").await;
+}
+
+#[tokio::test]
+async fn helm4_install_upgrade_creates_the_operator_and_keeps_crd_and_tenants_on_uninstall() {
+    installs_the_operator_and_keeps_crd_and_tenants_on_uninstall("helm4").await;
+}
+
+/// Install, upgrade (with `--reuse-values`, to one replica) and uninstall with one of [`HELMS`].
+async fn installs_the_operator_and_keeps_crd_and_tenants_on_uninstall(binary: &str) {
     let cp = ControlPlane::shared().await;
     install_chart_crd(cp).await;
     let client = cp.client();
-    let release = helm_install(cp);
+    let release = helm_install_by(binary, cp, "rbac.userRoles=false");
     let ns = &release.namespace;
     let name = &release.fullname;
 
@@ -211,6 +230,16 @@ async fn helm_install_creates_the_operator_and_keeps_crd_and_tenants_on_uninstal
     Api::<ClusterRole>::all(client.clone()).get(name).await.expect("the ClusterRole exists");
     Api::<ClusterRoleBinding>::all(client.clone()).get(name).await.expect("the ClusterRoleBinding exists");
 
+    let mut upgrade = helm_named(binary);
+    upgrade.args(["upgrade", &release.name, CHART, "--namespace", ns, "--reuse-values", "--set", "replicaCount=1"]);
+    let out = run(with_kubeconfig(upgrade, cp), None);
+    assert!(out.contains("STATUS: deployed") && out.contains("REVISION: 2"), "{binary} upgrade: {out}");
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), ns);
+    let upgraded = deployments.get(name).await.expect("the upgraded Deployment");
+    assert_eq!(upgraded.spec.replicas, Some(1), "{binary} upgrade applied the new value");
+    let pdb = Api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>::namespaced(client.clone(), ns);
+    assert!(pdb.get_opt(name).await.unwrap().is_none(), "with one replica the upgrade removed the budget");
+
     // A tenant exists when the release goes away: Helm must leave it and its CRD alone.
     let tenants = Api::<DynamicObject>::all_with(client.clone(), &tenant_resource());
     let tenant = unique_name("kept");
@@ -218,7 +247,7 @@ async fn helm_install_creates_the_operator_and_keeps_crd_and_tenants_on_uninstal
         .create(&PostParams::default(), &object(json!({"apiVersion": "imaging.tenancy.dev/v1alpha1", "kind": "ImagingTenant", "metadata": {"name": tenant}, "spec": {}})))
         .await
         .expect("create a tenant");
-    helm_uninstall(cp, &release);
+    helm_uninstall_by(binary, cp, &release);
     assert!(
         Api::<ClusterRole>::all(client.clone()).get_opt(name).await.unwrap().is_none(),
         "helm uninstall removes the release's objects"

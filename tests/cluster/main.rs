@@ -21,6 +21,7 @@ mod e2e_isolation;
 mod evidence;
 mod guardrails;
 mod invariants_kubernetes;
+mod kstatus;
 mod plan_apiserver;
 mod restore_drill;
 mod runtime_leader_election;

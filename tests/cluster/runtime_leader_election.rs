@@ -2,6 +2,7 @@
 //! reconciles; when it dies, the standby takes over within the lease duration and reconciles
 //! new tenants. And the metrics endpoint serves every family the operator documents.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crate::operator::{Operator, create_tenant, wait_ready};
@@ -11,6 +12,7 @@ use ito_test_support::{ControlPlane, Moto, create_namespace, unique_name, wait_f
 use kube::Api;
 
 const RECONCILIATIONS: &str = "imaging_tenant_operator_reconciliations_total";
+const LEADER: &str = "imaging_tenant_operator_leader";
 
 #[tokio::test]
 async fn only_the_leader_reconciles_and_the_standby_takes_over_within_the_lease_duration() {
@@ -66,6 +68,8 @@ async fn only_the_leader_reconciles_and_the_standby_takes_over_within_the_lease_
         "the standby wrote nothing to AWS"
     );
     assert!(!replicas[standby].log_text().contains(&tenant), "the standby's log never mentions the tenant");
+    assert_eq!(replicas[leader].metric_sum(LEADER).await, 1.0, "the leader says so");
+    assert_eq!(replicas[standby].metric_sum(LEADER).await, 0.0, "the standby says so");
 
     // The leader dies without a word (SIGKILL): its Lease is not released, it expires.
     let killed = Instant::now();
@@ -80,6 +84,7 @@ async fn only_the_leader_reconciles_and_the_standby_takes_over_within_the_lease_
     create_tenant(&client, &election.tenant(&after)).await;
     wait_ready(&client, &after).await;
     assert!(replicas[standby].metric_sum(RECONCILIATIONS).await > 0.0, "the new leader reconciles");
+    assert_eq!(replicas[standby].metric_sum(LEADER).await, 1.0, "the new leader says so");
     assert!(matches!(replicas[standby].health("/readyz").await, Ok((200, _))), "the new leader is ready");
 }
 
@@ -114,28 +119,31 @@ async fn metrics_endpoint_serves_every_family() {
     .await;
 
     let text = op.metrics().await;
-    let families = [
-        ("imaging_tenant_operator_reconciliations_total", "counter"),
-        ("imaging_tenant_operator_reconcile_errors_total", "counter"),
-        ("imaging_tenant_operator_reconcile_duration_seconds", "histogram"),
-        ("imaging_tenant_operator_tenants", "gauge"),
-        ("imaging_tenant_operator_aws_calls_total", "counter"),
-        ("imaging_tenant_operator_aws_writes_total", "counter"),
-        ("imaging_tenant_operator_watch_restarts_total", "counter"),
-        ("imaging_tenant_operator_aws_budget_requests_total", "counter"),
-        ("imaging_tenant_operator_aws_budget_wait_seconds_total", "counter"),
-        ("imaging_tenant_operator_aws_budget_throttles_total", "counter"),
-        ("imaging_tenant_operator_aws_budget_rate", "gauge"),
-        ("imaging_tenant_operator_drift_events_total", "counter"),
-    ];
-    for (name, kind) in families {
-        // OpenMetrics names a counter family without its `_total` suffix.
-        let family = if kind == "counter" { name.trim_end_matches("_total") } else { name };
-        assert!(
-            text.lines().any(|l| l == format!("# TYPE {family} {kind}") || l == format!("# TYPE {name} {kind}")),
-            "no `# TYPE {family} {kind}` in /metrics:\n{text}"
-        );
-    }
+    // The families served are exactly those README.md's Monitoring table lists.
+    let served: BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| {
+            let (family, kind) = l.split_once(' ').expect("# TYPE <family> <kind>");
+            // OpenMetrics names a counter family without its `_total` suffix.
+            if kind == "counter" && !family.ends_with("_total") {
+                format!("{family}_total")
+            } else {
+                family.to_string()
+            }
+        })
+        .collect();
+    let documented = readme_metric_families();
+    assert_eq!(
+        served.difference(&documented).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "served by /metrics but not in README.md's Monitoring table"
+    );
+    assert_eq!(
+        documented.difference(&served).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "in README.md's Monitoring table but not served by /metrics:\n{text}"
+    );
     let sample = |prefix: &str| text.lines().any(|l| l.starts_with(prefix));
     assert!(sample("imaging_tenant_operator_reconciliations_total{outcome="), "reconciliations by outcome:\n{text}");
     assert!(
@@ -144,6 +152,11 @@ async fn metrics_endpoint_serves_every_family() {
     );
     assert!(sample("imaging_tenant_operator_reconcile_duration_seconds_bucket{le="), "duration buckets:\n{text}");
     assert!(sample("imaging_tenant_operator_tenants{ready=\"true\"}"), "tenants by Ready state:\n{text}");
+    let ready = format!("imaging_tenant_condition{{tenant=\"{tenant}\",condition=\"Ready\",status=\"True\"}} 1");
+    assert!(text.lines().any(|l| l == ready), "the tenant's conditions ({ready}):\n{text}");
+    assert!(text.lines().any(|l| l == "imaging_tenant_operator_leader 1"), "it reconciles:\n{text}");
+    let version = format!("imaging_tenant_operator_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+    assert!(text.lines().any(|l| l == version), "{version}:\n{text}");
     assert!(
         text.lines().any(|l| l.starts_with("imaging_tenant_operator_aws_calls_total{service=\"s3\"")
             && l.contains("operation=")
@@ -168,4 +181,17 @@ async fn metrics_endpoint_serves_every_family() {
             .await
             .unwrap();
     }
+}
+
+/// The metric families listed in README.md's Monitoring table.
+fn readme_metric_families() -> BTreeSet<String> {
+    let readme = std::fs::read_to_string(ito_test_support::repo_root().join("README.md")).expect("read README.md");
+    let section = readme.split("\n## Monitoring\n").nth(1).expect("a Monitoring section in README.md");
+    section
+        .lines()
+        .take_while(|l| !l.starts_with("## ") && !l.starts_with("### "))
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .map(str::to_string)
+        .collect()
 }

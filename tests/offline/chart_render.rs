@@ -8,18 +8,39 @@ use ito_test_support::chart::*;
 use ito_test_support::{repo_root, scratch_dir};
 use serde_json::{Value, json};
 
-fn lint(args: &[&str]) {
-    let mut cmd = helm();
+fn lint(binary: &str, args: &[&str]) {
+    let mut cmd = helm_named(binary);
     cmd.args(["lint", "--strict", CHART]).args(args);
     let out = run(cmd, None);
-    assert!(out.contains("0 chart(s) failed"), "{out}");
+    assert!(out.contains("0 chart(s) failed"), "{binary}: {out}");
 }
 
 #[test]
 fn helm_lint_passes_with_minimal_and_full_values() {
-    lint(&["--values", MINIMAL_VALUES]);
-    // lint knows no ServiceMonitor kind; the rendering tests cover it.
-    lint(&["--values", FULL_VALUES, "--set", "metrics.serviceMonitor.enabled=false"]);
+    for binary in HELMS {
+        lint(binary, &["--values", MINIMAL_VALUES]);
+        // lint knows no ServiceMonitor kind; the rendering tests cover it.
+        lint(binary, &["--values", FULL_VALUES, "--set", "metrics.serviceMonitor.enabled=false"]);
+    }
+}
+
+/// Helm 4 renders every object Helm 3 does, identically (comments aside), with every optional
+/// part of the chart on.
+#[test]
+fn helm4_renders_what_helm3_renders() {
+    let render = |binary: &str| {
+        let mut cmd = helm_template_command_of(binary);
+        cmd.args(["ito", CHART, "--namespace", "imaging-system", "--values", FULL_VALUES])
+            .args(["--api-versions", SERVICE_MONITOR_API, "--api-versions", "monitoring.coreos.com/v1/PrometheusRule"])
+            .args(["--set", "prometheusRule.enabled=true,grafanaDashboard.enabled=true,crds.enabled=true"]);
+        documents(&run(cmd, None))
+    };
+    let (three, four) = (render("helm"), render("helm4"));
+    let names = |docs: &[Value]| docs.iter().map(|d| format!("{} {}", kind_of(d), name_of(d))).collect::<Vec<_>>();
+    assert_eq!(names(&three), names(&four), "the same objects in the same order");
+    for (a, b) in three.iter().zip(&four) {
+        assert_eq!(a, b, "{} {} differs between Helm 3 and Helm 4", kind_of(a), name_of(a));
+    }
 }
 
 #[test]

@@ -12,5 +12,6 @@ mod doc_links;
 mod drift_events;
 mod gitops_health;
 mod iam_parliament;
+mod monitoring;
 mod plan_corpus;
 mod plan_output;

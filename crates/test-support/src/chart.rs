@@ -19,12 +19,26 @@ pub fn read(path: &str) -> String {
     std::fs::read_to_string(repo_root().join(path)).unwrap_or_else(|e| panic!("read {path}: {e}"))
 }
 
-/// The pinned helm (`make k8s-bin`), with its cache and configuration in a scratch directory so
+/// The two Helm majors the chart supports, as the binaries `make k8s-bin` builds: Helm 3 and
+/// Helm 4.
+pub const HELMS: [&str; 2] = ["helm", "helm4"];
+
+/// The pinned Helm 3 (`make k8s-bin`), with its cache and configuration in a scratch directory so
 /// tests never read or write the user's.
 pub fn helm() -> Command {
+    helm_named("helm")
+}
+
+/// The pinned Helm 4 (`make k8s-bin`), likewise.
+pub fn helm4() -> Command {
+    helm_named("helm4")
+}
+
+/// One of [`HELMS`], with a scratch home of its own.
+pub fn helm_named(binary: &str) -> Command {
     static HOME: OnceLock<PathBuf> = OnceLock::new();
-    let home = HOME.get_or_init(|| scratch_dir("helm-home"));
-    let mut cmd = Command::new(tool_path("helm").unwrap_or_else(|e| panic!("{e}")));
+    let home = HOME.get_or_init(|| scratch_dir("helm-home")).join(binary);
+    let mut cmd = Command::new(tool_path(binary).unwrap_or_else(|e| panic!("{e}")));
     cmd.current_dir(repo_root())
         .env("HELM_CACHE_HOME", home.join("cache"))
         .env("HELM_CONFIG_HOME", home.join("config"))
@@ -75,7 +89,12 @@ pub fn kube_version() -> String {
 
 /// `helm template --kube-version <pinned>`, to which the caller adds its arguments.
 pub fn helm_template_command() -> Command {
-    let mut cmd = helm();
+    helm_template_command_of("helm")
+}
+
+/// The same with one of [`HELMS`].
+pub fn helm_template_command_of(binary: &str) -> Command {
+    let mut cmd = helm_named(binary);
     cmd.args(["template", "--kube-version", &kube_version()]);
     cmd
 }
