@@ -92,25 +92,13 @@ async fn set_up() -> Guarded {
     // editors edit through the operator's RoleBindings).
     let namespace_creator = unique_name("nina");
     let role = unique_name("guard-namespace-creator");
-    let cluster_roles: Api<ClusterRole> = Api::all(admin.clone());
-    cluster_roles
-        .create(
-            &PostParams::default(),
-            &object(json!({"metadata": {"name": role}, "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "create", "update", "patch", "delete"]}]})),
-        )
-        .await
-        .unwrap();
-    Api::<ClusterRoleBinding>::all(admin.clone())
-        .create(
-            &PostParams::default(),
-            &object(json!({
-                "metadata": {"name": role},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": namespace_creator}],
-            })),
-        )
-        .await
-        .unwrap();
+    grant_cluster_role(
+        &admin,
+        &role,
+        &namespace_creator,
+        json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "create", "update", "patch", "delete"]}]),
+    )
+    .await;
 
     let operator = Operator::start(cp, moto).await;
     let tenant_admin = format!("{tenant_a}-admin@example.com");
@@ -160,6 +148,25 @@ async fn set_up() -> Guarded {
         namespace_creator,
         _operator: operator,
     }
+}
+
+/// A ClusterRole named `name` with `rules`, bound to the user `user`.
+async fn grant_cluster_role(admin: &Client, name: &str, user: &str, rules: Value) {
+    Api::<ClusterRole>::all(admin.clone())
+        .create(&PostParams::default(), &object(json!({"metadata": {"name": name}, "rules": rules})))
+        .await
+        .unwrap();
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .create(
+            &PostParams::default(),
+            &object(json!({
+                "metadata": {"name": name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+            })),
+        )
+        .await
+        .unwrap();
 }
 
 fn network_policy(name: &str, spec: Value) -> NetworkPolicy {
@@ -574,24 +581,13 @@ async fn nobody_can_loosen_the_cluster_network_policy_and_the_operator_token_can
 
     // A network administrator with full rights on ClusterNetworkPolicies.
     let netadmin = unique_name("netadmin");
-    Api::<ClusterRole>::all(admin.clone())
-        .create(
-            &PostParams::default(),
-            &object(json!({"metadata": {"name": netadmin}, "rules": [{"apiGroups": ["policy.networking.k8s.io"], "resources": ["clusternetworkpolicies"], "verbs": ["*"]}]})),
-        )
-        .await
-        .unwrap();
-    Api::<ClusterRoleBinding>::all(admin.clone())
-        .create(
-            &PostParams::default(),
-            &object(json!({
-                "metadata": {"name": netadmin},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": netadmin},
-                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": netadmin}],
-            })),
-        )
-        .await
-        .unwrap();
+    grant_cluster_role(
+        &admin,
+        &netadmin,
+        &netadmin,
+        json!([{"apiGroups": ["policy.networking.k8s.io"], "resources": ["clusternetworkpolicies"], "verbs": ["*"]}]),
+    )
+    .await;
     let as_netadmin: Api<DynamicObject> = Api::all_with(cp.client_as(&netadmin, &[]), &cnp);
     refused(
         as_netadmin.delete(&name, &DeleteParams::default()).await,
