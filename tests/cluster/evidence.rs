@@ -13,10 +13,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::cloud_fixtures::audit_bucket;
-use crate::operator::{
-    BREAK_GLASS_ROLE_ARN, CLUSTER, OIDC_PROVIDER_ARN, OPERATOR_ROLE_ARN, Operator, PERMISSIONS_BOUNDARY_ARN,
-    create_tenant, wait_ready,
-};
+use crate::operator::{Operator, create_tenant, wait_ready};
 use imaging_tenant_operator::evidence::controls::CONTROLS;
 use ito_test_support::chart::{CHART, MINIMAL_VALUES, documents, helm_template, kind_of, name_of};
 use ito_test_support::{ControlPlane, Moto, scratch_dir, unique_name, wait_for};
@@ -83,25 +80,14 @@ fn auditor(cp: &ControlPlane) -> &'static (PathBuf, String) {
 /// `evidence` as the auditor, with the operator's settings and a clean environment; `args`
 /// after the command.
 fn evidence(cp: &ControlPlane, moto: &Moto, audit: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imaging-tenant-operator"))
-        .arg("evidence")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imaging-tenant-operator"));
+    cmd.arg("evidence")
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("KUBECONFIG", &auditor(cp).0)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("ITO_CLUSTER_NAME", CLUSTER)
-        .env("ITO_AWS_REGION", "us-east-1")
-        .env("ITO_AWS_ENDPOINT_URL", moto.endpoint_url())
-        .env("ITO_OIDC_PROVIDER_ARN", OIDC_PROVIDER_ARN)
-        .env("ITO_OPERATOR_ROLE_ARN", OPERATOR_ROLE_ARN)
-        .env("ITO_BREAK_GLASS_ROLE_ARN", BREAK_GLASS_ROLE_ARN)
-        .env("ITO_PERMISSIONS_BOUNDARY_ARN", PERMISSIONS_BOUNDARY_ARN)
-        .env("ITO_AUDIT_LOG_BUCKET", audit)
-        .output()
-        .expect("run imaging-tenant-operator evidence")
+        .env("KUBECONFIG", &auditor(cp).0);
+    crate::operator::test_settings(&mut cmd, moto);
+    cmd.env("ITO_AUDIT_LOG_BUCKET", audit).output().expect("run imaging-tenant-operator evidence")
 }
 
 async fn run_evidence(cp: &'static ControlPlane, moto: &'static Moto, audit: &str, args: &[&str]) -> Output {

@@ -34,9 +34,19 @@ pub fn run_command(cp: &ControlPlane, moto: &Moto, metrics_port: u16, health_por
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("KUBECONFIG", crate::guard::operator_kubeconfig(cp))
-        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_REGION", "us-east-1");
+    test_settings(&mut cmd, moto);
+    cmd.env("ITO_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
+        .env("ITO_HEALTH_ADDR", format!("127.0.0.1:{health_port}"))
+        .env("ITO_LOG_LEVEL", "info,imaging_tenant_operator=debug");
+    cmd
+}
+
+/// moto's credentials and the operator settings of the tests (cluster, region, role ARNs), for
+/// every command of the binary that talks to AWS.
+pub fn test_settings(cmd: &mut Command, moto: &Moto) {
+    cmd.env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("ITO_CLUSTER_NAME", CLUSTER)
         .env("ITO_AWS_REGION", "us-east-1")
@@ -44,11 +54,7 @@ pub fn run_command(cp: &ControlPlane, moto: &Moto, metrics_port: u16, health_por
         .env("ITO_OIDC_PROVIDER_ARN", OIDC_PROVIDER_ARN)
         .env("ITO_OPERATOR_ROLE_ARN", OPERATOR_ROLE_ARN)
         .env("ITO_BREAK_GLASS_ROLE_ARN", BREAK_GLASS_ROLE_ARN)
-        .env("ITO_PERMISSIONS_BOUNDARY_ARN", PERMISSIONS_BOUNDARY_ARN)
-        .env("ITO_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
-        .env("ITO_HEALTH_ADDR", format!("127.0.0.1:{health_port}"))
-        .env("ITO_LOG_LEVEL", "info,imaging_tenant_operator=debug");
-    cmd
+        .env("ITO_PERMISSIONS_BOUNDARY_ARN", PERMISSIONS_BOUNDARY_ARN);
 }
 
 /// A running operator process reconciling only the tenants labelled with its shard.
