@@ -9,9 +9,11 @@ use serde_json::Value;
 use super::error::CloudError;
 use super::sdk::{SdkResult, first_pages};
 use super::{Aws, Cloud, policy};
-use crate::api::KeyStatus;
-use crate::desired::aws::{BucketSpec, KeySpec, RoleSpec};
-use crate::evidence::live::{AwsEvidence, BucketEvidence, KeyEvidence, ObjectLock, Read, RoleEvidence};
+use crate::api::{KeyStatus, ReplicaStatus};
+use crate::desired::aws::{BucketSpec, KeySpec, RoleSpec, TenantAws};
+use crate::evidence::live::{
+    AwsEvidence, BucketEvidence, KeyEvidence, ObjectLock, Read, ReplicaEvidence, RoleEvidence,
+};
 
 /// Pages of grants read per key.
 const GRANT_PAGES: usize = 20;
@@ -63,17 +65,45 @@ impl Cloud {
         self.aws.read_bucket(want).await
     }
 
-    /// [`Self::read_key`], [`Self::read_role`] and [`Self::read_bucket`] together.
+    /// The replica side of a tenant that should replicate (`None` for one that should not):
+    /// the source bucket's replication configuration, and the replica bucket and key through
+    /// the replication region's clients, the ones provisioning uses. `recorded` is
+    /// `status.replica`, whose key is read when its alias is gone.
+    pub async fn read_replica(
+        &self,
+        want: &TenantAws,
+        recorded: Option<&ReplicaStatus>,
+        account: &str,
+    ) -> Option<ReplicaEvidence> {
+        let replication = want.replication.as_ref()?;
+        let far = self.region(&replication.region);
+        // Shared with the replication region's clients.
+        self.aws.bucket_owner.set(account);
+        let configuration = self.aws.replication(&want.bucket).await.map_err(text);
+        let recorded_key = recorded.and_then(|r| r.key.as_ref());
+        Some(ReplicaEvidence {
+            region: replication.region.clone(),
+            configuration,
+            key: far.read_key(&replication.key, recorded_key).await,
+            bucket: far.read_bucket(&replication.bucket).await,
+            role: self.read_role(&replication.role).await,
+        })
+    }
+
+    /// [`Self::read_key`], [`Self::read_role`], [`Self::read_bucket`] and
+    /// [`Self::read_replica`] together.
     pub async fn read_evidence(
         &self,
-        want: &crate::desired::aws::TenantAws,
+        want: &TenantAws,
         recorded: Option<&KeyStatus>,
+        replica: Option<&ReplicaStatus>,
         account: &str,
     ) -> AwsEvidence {
         AwsEvidence {
             key: self.read_key(&want.key, recorded).await,
             role: self.read_role(&want.role).await,
             bucket: self.read_bucket(&want.bucket, account).await,
+            replica: self.read_replica(want, replica, account).await,
         }
     }
 }
@@ -168,7 +198,7 @@ impl Aws {
             return match e.raw_response().map(|r| r.status().as_u16()) {
                 Some(404) => Ok(None),
                 Some(403) => Err(format!(
-                    "s3:HeadBucket on S3 bucket {} answers 403: another AWS account owns it, or these credentials lack s3:ListBucket on it (the bucket policy admits only the operator and break-glass roles)",
+                    "s3:HeadBucket on S3 bucket {} answers 403: another AWS account owns it, or these credentials lack s3:ListBucket on it (the bucket policy admits only the operator, break-glass and auditor roles)",
                     want.name
                 )),
                 _ => Err(text(

@@ -22,7 +22,12 @@ const NO_CONFIGURATION: [&str; 1] = ["ReplicationConfigurationNotFoundError"];
 const RTC_MINUTES: i32 = 15;
 
 impl Aws {
-    async fn replication(&self, source: &BucketSpec) -> Result<Option<ReplicationConfiguration>, CloudError> {
+    /// The source bucket's replication configuration in the form it is compared in; `None`
+    /// when it has none.
+    pub(super) async fn replication(
+        &self,
+        source: &BucketSpec,
+    ) -> Result<Option<ReplicationConfiguration>, CloudError> {
         let sent = self.s3.get_bucket_replication().bucket(&source.name).send().await;
         let out = sent.absent(&NO_CONFIGURATION).aws_context("s3:GetBucketReplication", &bucket(source))?;
         Ok(out.and_then(|o| o.replication_configuration().map(comparable)))

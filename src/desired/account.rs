@@ -597,12 +597,18 @@ pub const EVIDENCE_KEY_READ_ACTIONS: [&str; 5] =
     ["kms:DescribeKey", "kms:GetKeyPolicy", "kms:GetKeyRotationStatus", "kms:ListGrants", "kms:ListResourceTags"];
 
 /// The identity policy of whoever runs `evidence`: reads of the settings of tenant buckets
-/// (`HeadBucket` is `s3:ListBucket`), keys and roles, and nothing else. Tenant bucket and key
+/// (`HeadBucket` is `s3:ListBucket`) and of their replicas, of keys in the operator's and the
+/// replication region, and of roles, and nothing else. Tenant bucket and key
 /// policies admit such reads only from the operator and break-glass roles, so it is meant as
 /// the session policy of a read-only session of one of them (see docs/compliance.md).
 pub fn evidence_reader_policy(settings: &Settings) -> Value {
-    let bucket_reads: Vec<&str> =
+    let mut bucket_reads: Vec<&str> =
         BUCKET_READ_ACTIONS.iter().copied().filter(|a| *a != "s3:ListBucketVersions").collect();
+    // The replication configuration of a replicating tenant's bucket (ITO-DR-01).
+    bucket_reads.push("s3:GetReplicationConfiguration");
+    bucket_reads.sort_unstable();
+    // Replica keys are in the replication region (ITO-DR-03).
+    let keys: Vec<String> = regions(settings).into_iter().map(|r| keys_arn_in(settings, r)).collect();
     json!({
         "Version": POLICY_VERSION,
         "Statement": [
@@ -616,7 +622,7 @@ pub fn evidence_reader_policy(settings: &Settings) -> Value {
                 "Sid": "ReadTenantKeys",
                 "Effect": "Allow",
                 "Action": EVIDENCE_KEY_READ_ACTIONS,
-                "Resource": keys_arn(settings),
+                "Resource": keys,
             },
             {
                 "Sid": "ReadTenantRoles",

@@ -13,15 +13,18 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::live::{
-    BucketEvidence, GuardEvidence, KeyEvidence, NamespaceEvidence, ObjectLock, Read, RoleEvidence, TenantEvidence,
+    BucketEvidence, GuardEvidence, KeyEvidence, NamespaceEvidence, ObjectLock, Read, ReplicaEvidence, RoleEvidence,
+    TenantEvidence,
 };
 use crate::api::metadata::{
-    ADMISSION_GUARDS, GUARD_LABEL, IRSA_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, NAMESPACE_NAME_LABEL,
+    ADMISSION_GUARDS, GUARD_LABEL, IRSA_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, NAMESPACE_NAME_LABEL, TAG_REPLICA_OF,
     TENANT_UID_LABEL,
 };
 use crate::cloud::policy;
 use crate::config::Settings;
-use crate::desired::aws::{BlockPublicAccess, TenantAws, render_with};
+use crate::desired::aws::{
+    BlockPublicAccess, ReplicationAws, ReplicationChoice, ReplicationConfiguration, TenantAws, render_with_keys,
+};
 use crate::desired::cluster_network;
 use crate::desired::kubernetes::{
     self, ALLOW_DNS, ALLOW_EGRESS, ALLOW_INGRESS, ALLOW_SAME_TENANT, BOUND_CLUSTER_ROLES, DEFAULT_DENY, QUOTA,
@@ -48,6 +51,10 @@ pub enum Hipaa {
     TransmissionSecurity,
     /// 164.308(a)(7) Contingency plan.
     Contingency,
+    /// 164.308(a)(7)(ii)(A) Data backup plan.
+    DataBackup,
+    /// 164.308(a)(7)(ii)(B) Disaster recovery plan.
+    DisasterRecovery,
 }
 
 impl Hipaa {
@@ -60,6 +67,8 @@ impl Hipaa {
             Hipaa::Authentication => "164.312(d)",
             Hipaa::TransmissionSecurity => "164.312(e)(1)",
             Hipaa::Contingency => "164.308(a)(7)",
+            Hipaa::DataBackup => "164.308(a)(7)(ii)(A)",
+            Hipaa::DisasterRecovery => "164.308(a)(7)(ii)(B)",
         }
     }
 
@@ -72,6 +81,8 @@ impl Hipaa {
             Hipaa::Authentication => "Person or entity authentication",
             Hipaa::TransmissionSecurity => "Transmission security",
             Hipaa::Contingency => "Contingency plan",
+            Hipaa::DataBackup => "Data backup plan",
+            Hipaa::DisasterRecovery => "Disaster recovery plan",
         }
     }
 }
@@ -105,7 +116,8 @@ pub enum Verdict {
     Fail,
     /// The evidence could not be read: the control is not shown to hold.
     Error,
-    /// Not configured for this tenant (Object Lock without `spec.storage.retention`).
+    /// Not configured for this tenant (Object Lock without `spec.storage.retention`, replication
+    /// for a tenant that does not replicate).
     Skip,
 }
 
@@ -187,10 +199,14 @@ pub fn evaluate(ev: &TenantEvidence, settings: &Settings) -> Vec<Finding> {
         Ok(Some(key)) => Some(key.arn.as_str()),
         _ => None,
     };
+    let replica_key_arn = match ev.aws.replica.as_ref().map(|r| &r.key) {
+        Some(Ok(Some(key))) => Some(key.arn.as_str()),
+        _ => None,
+    };
     let cx = Context {
         ev,
         settings,
-        aws: render_with(&ev.tenant, settings, key_arn),
+        aws: render_with_keys(&ev.tenant, settings, key_arn, replica_key_arn),
         k8s: kubernetes::objects(&ev.tenant, settings),
     };
     CONTROLS.iter().map(|control| Finding { control, outcome: (control.check)(&cx) }).collect()
@@ -223,12 +239,12 @@ pub fn catalogue_markdown() -> String {
 }
 
 use Hipaa::{
-    AccessControl as A1, AuditControls as B, Authentication as D, Contingency as C7, Encryption as A2IV,
-    Integrity as C1, TransmissionSecurity as E1,
+    AccessControl as A1, AuditControls as B, Authentication as D, Contingency as C7, DataBackup as DR_A,
+    DisasterRecovery as DR_B, Encryption as A2IV, Integrity as C1, TransmissionSecurity as E1,
 };
 
-/// Every control, Kubernetes first, then the bucket, the key and the role.
-pub static CONTROLS: [Control; 36] = [
+/// Every control, Kubernetes first, then the bucket, the key, the role and the replica.
+pub static CONTROLS: [Control; 40] = [
     Control {
         id: "ITO-K8S-01",
         title: "The tenant's namespaces are exactly those of its spec",
@@ -556,6 +572,47 @@ pub static CONTROLS: [Control; 36] = [
         severity: Severity::High,
         aws_config_rules: &[],
         check: iam_only_policy,
+    },
+    Control {
+        id: "ITO-DR-01",
+        title: "The bucket replicates to the tenant's replica in the replication region",
+        checks: "s3:GetBucketReplication on the tenant bucket: one enabled rule `imaging-replica` over the whole bucket, with the tenant's replication role, to the tenant's replica bucket, replicating SSE-KMS objects encrypted there with the replica key, replicating delete markers, and with Replication Time Control (15 minutes, with metrics) exactly when spec.storage.replication.replicationTimeControl asks. Fails when a tenant that should replicate has no configuration; skipped for one that does not replicate (no --replication-region and no spec.storage.replication, or an opt-out the operator allows with --allow-replication-opt-out).",
+        hipaa: &[DR_B, DR_A, C1],
+        severity: Severity::High,
+        aws_config_rules: &["s3-bucket-replication-enabled", "s3-bucket-cross-region-replication-enabled"],
+        check: dr_replication,
+    },
+    Control {
+        id: "ITO-DR-02",
+        title: "Replica bucket protected as the source",
+        checks: "In the replication region: s3:HeadBucket with the expected owner, s3:GetPublicAccessBlock (all four on), s3:GetBucketOwnershipControls (BucketOwnerEnforced), s3:GetBucketVersioning (Enabled), s3:GetBucketEncryption (SSE-KMS with the replica key), s3:GetBucketPolicy (every statement the operator writes for the replica, TLS 1.2 only, none other), s3:GetBucketTagging (the tenant's UID and imaging.tenancy.dev/replica-of the source bucket). Skipped as ITO-DR-01.",
+        hipaa: &[DR_B, A1, A2IV, E1],
+        severity: Severity::High,
+        aws_config_rules: &[
+            "s3-bucket-level-public-access-prohibited",
+            "s3-bucket-versioning-enabled",
+            "s3-default-encryption-kms",
+            "s3-bucket-ssl-requests-only",
+        ],
+        check: dr_replica_bucket,
+    },
+    Control {
+        id: "ITO-DR-03",
+        title: "Replica key enabled, rotating and kept",
+        checks: "In the replication region, kms:DescribeKey on the replica alias `alias/imaging/<cluster>/<tenant>-<hash>-dr`: KeyState Enabled, no DeletionDate, KeyManager CUSTOMER, Origin AWS_KMS, MultiRegion false; kms:GetKeyRotationStatus on; kms:GetKeyPolicy the operator's; kms:ListGrants none; kms:ListResourceTags the tenant's UID and the source bucket as replica-of. Skipped as ITO-DR-01.",
+        hipaa: &[A2IV, DR_B],
+        severity: Severity::Critical,
+        aws_config_rules: &["cmk-backing-key-rotation-enabled", "kms-cmk-not-scheduled-for-deletion"],
+        check: dr_replica_key,
+    },
+    Control {
+        id: "ITO-DR-04",
+        title: "Replication role trusts only S3 and stays under the boundary",
+        checks: "iam:GetRole on the replication role: the trust policy admits only s3.amazonaws.com for the tenant bucket of this account; PermissionsBoundary is --permissions-boundary-arn; iam:ListRolePolicies and iam:GetRolePolicy: the one inline policy imaging-tenant-replication is the operator's (read the source's versions, write the replica, each key only through S3); iam:ListAttachedRolePolicies: none. Skipped as ITO-DR-01.",
+        hipaa: &[A1, DR_A],
+        severity: Severity::High,
+        aws_config_rules: &["iam-policy-no-statements-with-admin-access"],
+        check: dr_replication_role,
     },
 ];
 
@@ -1807,6 +1864,353 @@ fn iam_only_policy(cx: &Context) -> Outcome {
                 evidence,
             )
         }
+    })
+}
+
+// ---- Replication ----
+
+/// Runs `judge` on the replica of a tenant that should replicate; skips one that should not, and
+/// fails one that asks for a replica the operator cannot make.
+fn with_replica(cx: &Context, judge: impl Fn(&ReplicationAws, &ReplicaEvidence) -> Outcome) -> Outcome {
+    match ReplicationChoice::of(&cx.ev.tenant, cx.settings) {
+        ReplicationChoice::Off => skip(
+            "the tenant does not replicate: neither spec.storage.replication nor the operator's --replication-region asks for a replica",
+        ),
+        ReplicationChoice::OptedOut => skip(
+            "the tenant opted out of replication (spec.storage.replication.enabled false), which the operator allows with --allow-replication-opt-out",
+        ),
+        ReplicationChoice::Invalid { reason, message } => {
+            fail(format!("the tenant should replicate but cannot: {message}"), json!({"reason": reason}))
+        }
+        ReplicationChoice::On { .. } => match (&cx.aws.replication, &cx.ev.aws.replica) {
+            (Some(want), Some(ev)) => judge(want, ev),
+            _ => error("the replica side of the tenant was not read"),
+        },
+    }
+}
+
+/// Differences between the live replication configuration and the operator's.
+fn replication_differences(live: &ReplicationConfiguration, want: &ReplicationConfiguration) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut differs = |what: &str, live: String, want: String| {
+        if live != want {
+            out.push(format!("{what} is {live}, not {want}"));
+        }
+    };
+    differs(
+        "the rule",
+        format!("{:?} (priority {})", live.rule_id, live.priority),
+        format!("{:?} (priority {})", want.rule_id, want.priority),
+    );
+    differs("the role", live.role_arn.clone(), want.role_arn.clone());
+    differs("the prefix", format!("{:?}", live.prefix), format!("{:?}", want.prefix));
+    differs("the destination", live.destination_bucket_arn.clone(), want.destination_bucket_arn.clone());
+    differs(
+        "replication of SSE-KMS objects",
+        live.sse_kms_encrypted_objects.to_string(),
+        want.sse_kms_encrypted_objects.to_string(),
+    );
+    differs("the replica key", live.replica_kms_key_arn.clone(), want.replica_kms_key_arn.clone());
+    differs(
+        "delete marker replication",
+        live.delete_marker_replication.to_string(),
+        want.delete_marker_replication.to_string(),
+    );
+    differs(
+        "Replication Time Control",
+        live.replication_time_control.to_string(),
+        want.replication_time_control.to_string(),
+    );
+    out
+}
+
+fn dr_replication(cx: &Context) -> Outcome {
+    let source = cx.aws.bucket.name.clone();
+    with_replica(cx, |want, ev| {
+        let want_config = &want.configuration;
+        match &ev.configuration {
+            Err(e) => error(format!("reading the replication configuration of S3 bucket {source}: {e}")),
+            Ok(None) => fail(
+                format!(
+                    "S3 bucket {source} has no replication configuration: nothing reaches its replica {} in {}; {RESTORE}",
+                    want.bucket.name, want.region
+                ),
+                Value::Null,
+            ),
+            Ok(Some(live)) => {
+                let evidence = json!(live);
+                let problems = replication_differences(live, want_config);
+                if problems.is_empty() {
+                    pass(
+                        format!(
+                            "S3 bucket {source} replicates every object, SSE-KMS objects and delete markers to {} in {}, encrypted with the replica key{}",
+                            want.bucket.name,
+                            want.region,
+                            if want_config.replication_time_control { ", within 15 minutes (RTC)" } else { "" }
+                        ),
+                        evidence,
+                    )
+                } else {
+                    fail(
+                        format!(
+                            "the replication configuration of S3 bucket {source} is not the operator's: {}; {RESTORE}",
+                            problems.join(", ")
+                        ),
+                        evidence,
+                    )
+                }
+            }
+        }
+    })
+}
+
+/// A setting of a replica resource, or why it could not be read.
+fn replica_read<'a, T>(r: &'a Read<T>, what: &str, resource: &str, errors: &mut Vec<String>) -> Option<&'a T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errors.push(format!("reading the {what} of {resource}: {e}"));
+            None
+        }
+    }
+}
+
+/// Judges the problems and read errors found on one replica resource.
+fn replica_outcome(ok: String, resource: &str, problems: Vec<String>, errors: Vec<String>, evidence: Value) -> Outcome {
+    if !problems.is_empty() {
+        fail(format!("{resource} is not as the operator keeps it: {}; {RESTORE}", problems.join(", ")), evidence)
+    } else if !errors.is_empty() {
+        error(errors.join("; "))
+    } else {
+        pass(ok, evidence)
+    }
+}
+
+/// The tags a replica resource must carry: the tenant's UID and the source bucket it replicates.
+fn replica_tag_problems(tags: &BTreeMap<String, String>, want: &BTreeMap<String, String>) -> Vec<String> {
+    [TENANT_UID_LABEL, TAG_REPLICA_OF]
+        .into_iter()
+        .filter(|k| tags.get(*k) != want.get(*k))
+        .map(|k| format!("tag {k} is {:?}, not {:?}", tags.get(k), want.get(k)))
+        .collect()
+}
+
+fn dr_replica_bucket(cx: &Context) -> Outcome {
+    with_replica(cx, |want, ev| {
+        let b = match &ev.bucket {
+            Err(e) => return error(format!("reading replica S3 bucket {} in {}: {e}", want.bucket.name, want.region)),
+            Ok(None) => {
+                return fail(
+                    format!(
+                        "replica S3 bucket {} does not exist in {} in this account: see the tenant's ReplicaReady condition",
+                        want.bucket.name, want.region
+                    ),
+                    json!({"bucket": want.bucket.name}),
+                );
+            }
+            Ok(Some(b)) => b,
+        };
+        let resource = format!("replica S3 bucket {} in {}", b.name, want.region);
+        let (mut problems, mut errors) = (Vec::new(), Vec::new());
+        let bpa = replica_read(&b.public_access_block, "Block Public Access", &resource, &mut errors);
+        if let Some(bpa) = bpa
+            && *bpa != Some(BlockPublicAccess::ALL)
+        {
+            problems.push(format!("Block Public Access is {bpa:?}, not all four on"));
+        }
+        let ownership = replica_read(&b.ownership, "Object Ownership", &resource, &mut errors);
+        if let Some(o) = ownership
+            && o.as_deref() != Some("BucketOwnerEnforced")
+        {
+            problems.push(format!("Object Ownership is {o:?}, not BucketOwnerEnforced"));
+        }
+        let versioning = replica_read(&b.versioning, "versioning", &resource, &mut errors);
+        if let Some(v) = versioning
+            && v.as_deref() != Some("Enabled")
+        {
+            problems.push(format!("versioning is {v:?}, not Enabled"));
+        }
+        let encryption = replica_read(&b.encryption, "default encryption", &resource, &mut errors);
+        let key = &want.bucket.encryption.kms_key_arn;
+        if let Some(e) = encryption
+            && !e.as_ref().is_some_and(|e| e.sse_algorithm == "aws:kms" && e.kms_key_arn == *key)
+        {
+            problems.push(format!("default encryption is {e:?}, not SSE-KMS with the replica key {key}"));
+        }
+        let policy = replica_read(&b.policy, "bucket policy", &resource, &mut errors);
+        match policy {
+            Some(Some(live)) if !policy::equivalent(live, &want.bucket.policy) => problems
+                .push(format!("its policy is not the operator's: {}", policy_difference(live, &want.bucket.policy))),
+            Some(None) => problems.push("it has no bucket policy (none denies requests without TLS)".into()),
+            _ => {}
+        }
+        let tags = replica_read(&b.tags, "tags", &resource, &mut errors);
+        if let Some(tags) = tags {
+            problems.extend(replica_tag_problems(tags, &want.bucket.tags));
+        }
+        let evidence = json!({
+            "bucket": b.name,
+            "region": want.region,
+            "publicAccessBlock": bpa,
+            "objectOwnership": ownership,
+            "versioning": versioning,
+            "encryption": encryption,
+            "policy": policy,
+            "tags": tags,
+        });
+        replica_outcome(
+            format!(
+                "{resource} blocks public access, has ACLs disabled, keeps every version, encrypts with the replica key {key} and admits only TLS 1.2 requests of the tenant's roles and the administrators"
+            ),
+            &resource,
+            problems,
+            errors,
+            evidence,
+        )
+    })
+}
+
+fn dr_replica_key(cx: &Context) -> Outcome {
+    with_replica(cx, |want, ev| {
+        let k = match &ev.key {
+            Err(e) => return error(format!("reading replica KMS key {} in {}: {e}", want.key.alias, want.region)),
+            Ok(None) => {
+                return fail(
+                    format!(
+                        "no KMS key answers to {} in {}: see the tenant's ReplicaReady condition",
+                        want.key.alias, want.region
+                    ),
+                    json!({"alias": want.key.alias}),
+                );
+            }
+            Ok(Some(k)) => k,
+        };
+        let resource = format!("replica KMS key {}", k.arn);
+        let (mut problems, mut errors) = (Vec::new(), Vec::new());
+        if k.state != "Enabled" {
+            problems.push(format!("it is {}, not Enabled: S3 cannot write replicas with it", k.state));
+        }
+        if k.deletion_date.is_some() {
+            problems.push(format!(
+                "it is scheduled for deletion on {:?}: cancel it (kms:CancelKeyDeletion) or the replica becomes unreadable for good",
+                k.deletion_date
+            ));
+        }
+        if k.key_manager != "CUSTOMER" || k.origin != "AWS_KMS" {
+            problems
+                .push(format!("it has manager {} and origin {}, not CUSTOMER and AWS_KMS", k.key_manager, k.origin));
+        }
+        if k.multi_region {
+            problems.push("it is a multi-Region key".into());
+        }
+        let rotation = replica_read(&k.rotation, "rotation status", &resource, &mut errors);
+        if rotation == Some(&false) {
+            problems.push("automatic rotation is off".into());
+        }
+        let policy = replica_read(&k.policy, "key policy", &resource, &mut errors);
+        match policy {
+            Some(Some(live)) if !policy::equivalent(live, &want.key.policy) => problems
+                .push(format!("its policy is not the operator's: {}", policy_difference(live, &want.key.policy))),
+            Some(None) => problems.push("it has no key policy `default`".into()),
+            _ => {}
+        }
+        let grants = replica_read(&k.grants, "grants", &resource, &mut errors);
+        if let Some(g) = grants
+            && !g.is_empty()
+        {
+            problems.push(format!("it has grants to {g:?}, which may use it outside the key policy"));
+        }
+        let tags = replica_read(&k.tags, "tags", &resource, &mut errors);
+        if let Some(tags) = tags {
+            problems.extend(replica_tag_problems(tags, &want.key.tags));
+        }
+        let evidence = json!({
+            "keyArn": k.arn,
+            "keyState": k.state,
+            "deletionDate": k.deletion_date,
+            "keyManager": k.key_manager,
+            "origin": k.origin,
+            "multiRegion": k.multi_region,
+            "keyRotationEnabled": rotation,
+            "grantees": grants,
+            "tags": tags,
+        });
+        replica_outcome(
+            format!(
+                "{resource} is enabled, not scheduled for deletion, a customer-managed single-Region key generated by KMS, rotates automatically and has the operator's policy and no grants"
+            ),
+            &resource,
+            problems,
+            errors,
+            evidence,
+        )
+    })
+}
+
+fn dr_replication_role(cx: &Context) -> Outcome {
+    let boundary = cx.settings.permissions_boundary_arn.clone();
+    with_replica(cx, |want, ev| {
+        let r = match &ev.role {
+            Err(e) => return error(format!("reading IAM role {}: {e}", want.role.name)),
+            Ok(None) => {
+                return fail(
+                    format!("IAM role {} does not exist: see the tenant's ReplicaReady condition", want.role.name),
+                    json!({"role": want.role.name}),
+                );
+            }
+            Ok(Some(r)) => r,
+        };
+        let resource = format!("replication role {}", r.arn);
+        let (mut problems, mut errors) = (Vec::new(), Vec::new());
+        match &r.trust_policy {
+            Some(live) if !policy::equivalent(live, &want.role.trust_policy) => problems.push(format!(
+                "its trust policy is not the operator's: {}",
+                policy_difference(live, &want.role.trust_policy)
+            )),
+            None => problems.push("it has no trust policy".into()),
+            _ => {}
+        }
+        if r.boundary.as_deref() != Some(boundary.as_str()) {
+            problems.push(format!("its permissions boundary is {:?}, not {boundary}", r.boundary));
+        }
+        let name = &want.role.inline_policy_name;
+        let inline = replica_read(&r.inline_policies, "inline policies", &resource, &mut errors);
+        if let Some(inline) = inline {
+            match inline.get(name) {
+                Some(live) if !policy::equivalent(live, &want.role.inline_policy) => problems.push(format!(
+                    "inline policy {name} is not the operator's: {}",
+                    policy_difference(live, &want.role.inline_policy)
+                )),
+                None => problems.push(format!("it has no inline policy {name}")),
+                _ => {}
+            }
+            let others: Vec<&String> = inline.keys().filter(|n| *n != name).collect();
+            if !others.is_empty() {
+                problems.push(format!("it has other inline policies {others:?}"));
+            }
+        }
+        let attached = replica_read(&r.attached_policies, "attached policies", &resource, &mut errors);
+        if let Some(a) = attached
+            && !a.is_empty()
+        {
+            problems.push(format!("it has attached policies {a:?}"));
+        }
+        let evidence = json!({
+            "roleArn": r.arn,
+            "trustPolicy": r.trust_policy,
+            "permissionsBoundary": r.boundary,
+            "inline": inline.map(|i| i.keys().collect::<Vec<_>>()),
+            "attached": attached,
+        });
+        replica_outcome(
+            format!(
+                "{resource} trusts only S3 for the tenant bucket, has the permissions boundary {boundary} and no policy but {name}"
+            ),
+            &resource,
+            problems,
+            errors,
+            evidence,
+        )
     })
 }
 

@@ -3,11 +3,12 @@
 use super::*;
 use crate::api::ImagingTenant;
 use crate::api::metadata::{ADMISSION_GUARDS, GUARD_LABEL};
-use crate::desired::aws::{ObjectLockRetention, render_with};
+use crate::desired::aws::{ObjectLockRetention, render_with_keys};
 use crate::desired::cluster_network::Flavor;
-use crate::evidence::live::{AdminNetworkEvidence, AwsEvidence, KubernetesEvidence};
+use crate::evidence::live::{AdminNetworkEvidence, AwsEvidence, KubernetesEvidence, ReplicaEvidence};
 
 const KEY_ARN: &str = "arn:aws:kms:eu-central-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+const REPLICA_KEY_ARN: &str = "arn:aws:kms:eu-west-1:111122223333:key/9876fedc-12ab-34cd-56ef-1234567890ab";
 const UID: &str = "6f1c3a52-5a3e-4c1e-9d7a-0b6a0c2f1e11";
 
 fn settings() -> Settings {
@@ -26,6 +27,7 @@ fn settings() -> Settings {
         permissions_boundary_arn: "arn:aws:iam::111122223333:policy/imaging-tenant-boundary".into(),
         workload_service_account: "imaging-workload".into(),
         s3_vpc_endpoint_ids: Vec::new(),
+        replication_region: Some("eu-west-1".into()),
         ..Settings::placeholder()
     }
 }
@@ -44,7 +46,8 @@ fn tenant() -> ImagingTenant {
             "network": {"allowIngressFrom": [{"namespace": "ingress-nginx"}], "allowEgressTo": [{"cidr": "10.20.0.0/16"}]},
             "storage": {
                 "retention": {"mode": "Governance", "days": 2555},
-                "lifecycle": {"archiveAfterDays": 90, "expireNoncurrentAfterDays": 2555}
+                "lifecycle": {"archiveAfterDays": 90, "expireNoncurrentAfterDays": 2555},
+                "replication": {"replicationTimeControl": true}
             }
         }
     }))
@@ -69,7 +72,7 @@ fn good() -> TenantEvidence {
     let tenant = tenant();
     let settings = settings();
     let objects = kubernetes::objects(&tenant, &settings);
-    let aws = render_with(&tenant, &settings, Some(KEY_ARN));
+    let aws = render_with_keys(&tenant, &settings, Some(KEY_ARN), Some(REPLICA_KEY_ARN));
     let in_ns = |list: Vec<Value>, ns: &str| -> Vec<Value> {
         list.into_iter().filter(|o| o["metadata"]["namespace"] == ns).collect()
     };
@@ -143,9 +146,56 @@ fn good() -> TenantEvidence {
                 )])),
                 attached_policies: Ok(Vec::new()),
             })),
+            replica: Some(replica_as_built(aws.replication.as_ref().expect("the tenant replicates"))),
         },
         tenant,
     }
+}
+
+/// The replica side as the operator builds it, read back.
+fn replica_as_built(r: &crate::desired::aws::ReplicationAws) -> ReplicaEvidence {
+    ReplicaEvidence {
+        region: r.region.clone(),
+        configuration: Ok(Some(r.configuration.clone())),
+        bucket: Ok(Some(BucketEvidence {
+            name: r.bucket.name.clone(),
+            tags: Ok(r.bucket.tags.clone()),
+            public_access_block: Ok(Some(r.bucket.block_public_access)),
+            ownership: Ok(Some(r.bucket.object_ownership.clone())),
+            encryption: Ok(Some(r.bucket.encryption.clone())),
+            versioning: Ok(Some("Enabled".into())),
+            object_lock: Ok(ObjectLock { enabled: true, retention: r.bucket.object_lock.clone() }),
+            lifecycle: Ok(r.bucket.lifecycle.clone()),
+            logging: Ok(None),
+            policy: Ok(Some(r.bucket.policy.clone())),
+        })),
+        key: Ok(Some(KeyEvidence {
+            id: "9876fedc-12ab-34cd-56ef-1234567890ab".into(),
+            arn: REPLICA_KEY_ARN.into(),
+            state: "Enabled".into(),
+            origin: "AWS_KMS".into(),
+            multi_region: false,
+            key_manager: "CUSTOMER".into(),
+            deletion_date: None,
+            alias_target: Ok(Some("9876fedc-12ab-34cd-56ef-1234567890ab".into())),
+            rotation: Ok(true),
+            policy: Ok(Some(r.key.policy.clone())),
+            grants: Ok(Vec::new()),
+            tags: Ok(r.key.tags.clone()),
+        })),
+        role: Ok(Some(RoleEvidence {
+            arn: r.role.arn.clone(),
+            trust_policy: Some(r.role.trust_policy.clone()),
+            boundary: Some(r.role.permissions_boundary.clone()),
+            tags: r.role.tags.clone(),
+            inline_policies: Ok(BTreeMap::from([(r.role.inline_policy_name.clone(), r.role.inline_policy.clone())])),
+            attached_policies: Ok(Vec::new()),
+        })),
+    }
+}
+
+fn replica(ev: &mut TenantEvidence) -> &mut ReplicaEvidence {
+    ev.aws.replica.as_mut().unwrap()
 }
 
 fn outcome(ev: &TenantEvidence, id: &str) -> Outcome {
@@ -303,6 +353,19 @@ fn tampers() -> Vec<(&'static str, Tamper)> {
         ("ITO-IAM-05", |ev| {
             role(ev).attached_policies = Ok(vec!["arn:aws:iam::aws:policy/ReadOnlyAccess".into()]);
         }),
+        ("ITO-DR-01", |ev| {
+            replica(ev).configuration.as_mut().unwrap().as_mut().unwrap().delete_marker_replication = false;
+        }),
+        ("ITO-DR-02", |ev| {
+            let b = replica(ev).bucket.as_mut().unwrap().as_mut().unwrap();
+            let policy = b.policy.as_mut().unwrap().as_mut().unwrap();
+            policy["Statement"].as_array_mut().unwrap().retain(|s| s["Sid"] != "DenyInsecureTransport");
+        }),
+        ("ITO-DR-03", |ev| replica(ev).key.as_mut().unwrap().as_mut().unwrap().rotation = Ok(false)),
+        ("ITO-DR-04", |ev| {
+            let r = replica(ev).role.as_mut().unwrap().as_mut().unwrap();
+            r.trust_policy.as_mut().unwrap()["Statement"][0]["Principal"] = json!({"AWS": "*"});
+        }),
     ]
 }
 
@@ -322,6 +385,7 @@ fn the_catalogue_has_unique_ids_and_maps_every_control_to_hipaa() {
                 || c.id.starts_with("ITO-S3-")
                 || c.id.starts_with("ITO-KMS-")
                 || c.id.starts_with("ITO-IAM-")
+                || c.id.starts_with("ITO-DR-")
         );
     }
 }
@@ -383,6 +447,61 @@ fn missing_resources_fail_and_object_lock_without_retention_is_skipped() {
     assert_eq!(outcome(&ev, "ITO-K8S-11").result, Verdict::Fail, "served but absent");
     ev.kubernetes.admin_network = Ok(Vec::new());
     assert_eq!(outcome(&ev, "ITO-K8S-11").result, Verdict::Skip, "not served");
+}
+
+#[test]
+fn replication_controls_skip_a_tenant_that_does_not_replicate_and_fail_one_that_should() {
+    const DR: [&str; 4] = ["ITO-DR-01", "ITO-DR-02", "ITO-DR-03", "ITO-DR-04"];
+    // No --replication-region and no spec.storage.replication: nothing to replicate.
+    let mut ev = good();
+    ev.tenant.spec.storage.replication = None;
+    ev.aws.replica = None;
+    let no_region = Settings { replication_region: None, ..settings() };
+    for f in evaluate(&ev, &no_region).into_iter().filter(|f| DR.contains(&f.control.id)) {
+        assert_eq!(f.outcome.result, Verdict::Skip, "{}", f.control.id);
+        assert!(f.outcome.message.contains("does not replicate"), "{}", f.outcome.message);
+    }
+    // An opt-out the operator allows is skipped and says so.
+    let mut ev = good();
+    ev.tenant.spec.storage.replication = Some(serde_json::from_value(json!({"enabled": false})).unwrap());
+    ev.aws.replica = None;
+    let allowed = Settings { allow_replication_opt_out: true, ..settings() };
+    let o = evaluate(&ev, &allowed).into_iter().find(|f| f.control.id == "ITO-DR-01").unwrap().outcome;
+    assert_eq!(o.result, Verdict::Skip);
+    assert!(o.message.contains("opted out") && o.message.contains("--allow-replication-opt-out"), "{}", o.message);
+    // One the operator does not allow still must replicate: without a configuration it fails.
+    let mut ev = good();
+    ev.tenant.spec.storage.replication = Some(serde_json::from_value(json!({"enabled": false})).unwrap());
+    replica(&mut ev).configuration = Ok(None);
+    let o = outcome(&ev, "ITO-DR-01");
+    assert_eq!(o.result, Verdict::Fail);
+    assert!(o.message.contains("no replication configuration"), "{}", o.message);
+    // Replication asked for where it cannot be done fails every DR control.
+    let mut ev = good();
+    ev.aws.replica = None;
+    let same_region = Settings { replication_region: Some("eu-central-1".into()), ..settings() };
+    for f in evaluate(&ev, &same_region).into_iter().filter(|f| DR.contains(&f.control.id)) {
+        assert_eq!(f.outcome.result, Verdict::Fail, "{}", f.control.id);
+    }
+    // A replica that is missing fails; one that cannot be read is an error.
+    let mut ev = good();
+    replica(&mut ev).bucket = Ok(None);
+    replica(&mut ev).key = Ok(None);
+    replica(&mut ev).role = Ok(None);
+    for id in ["ITO-DR-02", "ITO-DR-03", "ITO-DR-04"] {
+        assert_eq!(outcome(&ev, id).result, Verdict::Fail, "{id}");
+    }
+    let mut ev = good();
+    replica(&mut ev).configuration = Err("AccessDenied: s3:GetReplicationConfiguration".into());
+    replica(&mut ev).key.as_mut().unwrap().as_mut().unwrap().rotation = Err("AccessDeniedException".into());
+    assert_eq!(outcome(&ev, "ITO-DR-01").result, Verdict::Error);
+    assert_eq!(outcome(&ev, "ITO-DR-03").result, Verdict::Error);
+    // Replication Time Control is judged as the spec asks.
+    let mut ev = good();
+    replica(&mut ev).configuration.as_mut().unwrap().as_mut().unwrap().replication_time_control = false;
+    let o = outcome(&ev, "ITO-DR-01");
+    assert_eq!(o.result, Verdict::Fail);
+    assert!(o.message.contains("Replication Time Control"), "{}", o.message);
 }
 
 #[test]

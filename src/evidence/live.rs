@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::api::ImagingTenant;
-use crate::desired::aws::{AccessLogging, BlockPublicAccess, BucketEncryption, LifecycleRule, ObjectLockRetention};
+use crate::desired::aws::{
+    AccessLogging, BlockPublicAccess, BucketEncryption, LifecycleRule, ObjectLockRetention, ReplicationConfiguration,
+};
 use crate::desired::cluster_network::Flavor;
 
 /// A setting as read, or a message saying why it could not be read.
@@ -67,6 +69,20 @@ pub struct GuardEvidence {
 /// The tenant's AWS side: `Ok(None)` when a resource does not exist.
 #[derive(Clone, Debug)]
 pub struct AwsEvidence {
+    pub bucket: Read<Option<BucketEvidence>>,
+    pub key: Read<Option<KeyEvidence>>,
+    pub role: Read<Option<RoleEvidence>>,
+    /// The replica side, read only for a tenant that should replicate.
+    pub replica: Option<ReplicaEvidence>,
+}
+
+/// A replicating tenant's replica side: the source bucket's replication configuration, and the
+/// replica bucket and key as the replication region's S3 and KMS answer them.
+#[derive(Clone, Debug)]
+pub struct ReplicaEvidence {
+    pub region: String,
+    /// The source bucket's replication configuration, `None` when it has none.
+    pub configuration: Read<Option<ReplicationConfiguration>>,
     pub bucket: Read<Option<BucketEvidence>>,
     pub key: Read<Option<KeyEvidence>>,
     pub role: Read<Option<RoleEvidence>>,

@@ -81,7 +81,8 @@ fn now() -> String {
 }
 
 /// Reads everything the controls judge about one tenant: the cluster side, then the key (whose
-/// ARN the bucket's expected encryption names), the role and the bucket. `guards` are read once
+/// ARN the bucket's expected encryption names), the role, the bucket and, for a tenant that
+/// should replicate, its replica. `guards` are read once
 /// for all tenants ([`read::guards`]).
 pub(crate) async fn gather(
     client: &kube::Client,
@@ -96,10 +97,12 @@ pub(crate) async fn gather(
     let key = cloud.read_key(&offline.key, recorded.as_ref()).await;
     let key_arn = key.as_ref().ok().and_then(|k| k.as_ref()).map(|k| k.arn.clone());
     let want = render_with(&tenant, settings, key_arn.as_deref());
+    let replica = tenant.status.as_ref().and_then(|s| s.replica.clone());
     let aws = live::AwsEvidence {
         key,
         role: cloud.read_role(&want.role).await,
         bucket: cloud.read_bucket(&want.bucket, &settings.account_id).await,
+        replica: cloud.read_replica(&want, replica.as_ref(), &settings.account_id).await,
     };
     TenantEvidence { tenant, kubernetes, aws }
 }

@@ -1,10 +1,11 @@
-//! Invariant 13 end to end: the operator provisions a tenant under the chart's admission guards
-//! (installed for every test of the binary, see `guard`); `imaging-tenant-operator evidence`, run
-//! as its own process against the same apiserver and moto with the operator's settings, reports
-//! every control passing, in JSON that validates against the committed schema, with a digest
-//! that recomputes. Then, with the operator stopped, one AWS setting and one Kubernetes object
-//! are changed behind its back (through the break-glass group): the report fails exactly those
-//! controls, and bad usage exits 2. And the operator publishes the same results as policy
+//! Invariant 13 end to end: the operator provisions a replicating tenant under the chart's
+//! admission guards (installed for every test of the binary, see `guard`);
+//! `imaging-tenant-operator evidence`, run as its own process against the same apiserver and
+//! moto with the operator's settings, reports every control passing, the replica's read in the
+//! replication region among them, in JSON that validates against the committed schema, with a
+//! digest that recomputes. Then, with the operator stopped, AWS settings of the tenant and of its
+//! replica and one Kubernetes object are changed behind its back (through the break-glass group):
+//! the report fails exactly those controls, and bad usage exits 2. And the operator publishes the same results as policy
 //! reports, written only when they change.
 
 use std::path::PathBuf;
@@ -23,6 +24,10 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchP
 use serde_json::{Value, json};
 
 const SCHEMA: &str = "docs/evidence-report.schema.json";
+/// The replication region of the operator `evidence` is compared with.
+const REPLICA_REGION: &str = "eu-west-1";
+/// The replication controls, skipped for a tenant that does not replicate.
+const DR_SKIPPED: [&str; 4] = ["ITO-DR-01=skip", "ITO-DR-02=skip", "ITO-DR-03=skip", "ITO-DR-04=skip"];
 
 /// An auditor: a user bound to the rules of the chart's ClusterRole `imagingtenant-auditor`
 /// (copied under a name of this test's own, since the chart's user roles have cluster-wide names
@@ -87,7 +92,10 @@ fn evidence(cp: &ControlPlane, moto: &Moto, audit: &str, args: &[&str]) -> Outpu
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("KUBECONFIG", &auditor(cp).0);
     crate::operator::test_settings(&mut cmd, moto);
-    cmd.env("ITO_AUDIT_LOG_BUCKET", audit).output().expect("run imaging-tenant-operator evidence")
+    cmd.env("ITO_AUDIT_LOG_BUCKET", audit)
+        .env("ITO_REPLICATION_REGION", REPLICA_REGION)
+        .output()
+        .expect("run imaging-tenant-operator evidence")
 }
 
 async fn run_evidence(cp: &'static ControlPlane, moto: &'static Moto, audit: &str, args: &[&str]) -> Output {
@@ -144,7 +152,13 @@ async fn invariant_13_evidence_reports_every_control_from_live_state_and_names_w
     let moto = Moto::shared().await;
     let client = cp.client();
     let audit = audit_bucket(moto).await;
-    let mut op = Operator::start_with_env(cp, moto, &[], &[("ITO_AUDIT_LOG_BUCKET", audit.as_str())]).await;
+    let mut op = Operator::start_with_env(
+        cp,
+        moto,
+        &[],
+        &[("ITO_AUDIT_LOG_BUCKET", audit.as_str()), ("ITO_REPLICATION_REGION", REPLICA_REGION)],
+    )
+    .await;
     let name = unique_name("ev");
     let namespaces = [name.clone(), format!("{name}-ai")];
     create_tenant(
@@ -160,13 +174,15 @@ async fn invariant_13_evidence_reports_every_control_from_live_state_and_names_w
                 "network": {"allowIngressFrom": [{"namespace": "ingress-nginx"}], "allowEgressTo": [{"cidr": "10.20.0.0/16"}]},
                 "storage": {
                     "retention": {"mode": "Governance", "days": 30},
-                    "lifecycle": {"archiveAfterDays": 90, "expireNoncurrentAfterDays": 60}
+                    "lifecycle": {"archiveAfterDays": 90, "expireNoncurrentAfterDays": 60},
+                    "replication": {"replicationTimeControl": true}
                 }
             }),
         ),
     )
     .await;
     let status = wait_ready(&client, &name).await.status.unwrap();
+    let replica = status.replica.clone().expect("status.replica");
 
     // Everything in place: exit 0, every control passes, the report validates, the digest holds.
     let dir = scratch_dir("evidence");
@@ -186,6 +202,15 @@ async fn invariant_13_evidence_reports_every_control_from_live_state_and_names_w
     let s3_04 = report["tenants"][0]["controls"].as_array().unwrap().iter().find(|c| c["id"] == "ITO-S3-04").unwrap();
     assert_eq!(s3_04["evidence"]["kmsKeyArn"], status.key.as_ref().unwrap().arn, "the evidence is the setting read");
     assert!(s3_04["message"].as_str().unwrap().contains(bucket.as_str()));
+    let control = |report: &Value, id: &str| {
+        report["tenants"][0]["controls"].as_array().unwrap().iter().find(|c| c["id"] == id).unwrap().clone()
+    };
+    let replica_key = replica.key.as_ref().unwrap();
+    assert!(replica_key.arn.contains(&format!(":{REPLICA_REGION}:")), "{replica_key:?}");
+    assert_eq!(control(&report, "ITO-DR-03")["evidence"]["keyArn"], replica_key.arn, "read in the replica region");
+    assert_eq!(control(&report, "ITO-DR-01")["evidence"]["replicaKmsKeyArn"], replica_key.arn);
+    assert_eq!(control(&report, "ITO-DR-01")["evidence"]["replicationTimeControl"], true);
+    assert_eq!(control(&report, "ITO-DR-02")["evidence"]["bucket"], replica.bucket.as_ref().unwrap().name);
     eprintln!("evidence for one tenant ({} controls) took {:.2} s", CONTROLS.len(), took.as_secs_f64());
 
     // Markdown: the same results, and a last line that is the digest of every line above it.
@@ -201,11 +226,15 @@ async fn invariant_13_evidence_reports_every_control_from_live_state_and_names_w
     assert_eq!(digest, recomputed);
     assert!(markdown.contains(&format!("## Tenant {name}")) && markdown.contains("ITO-KMS-02"));
 
-    // Behind the operator's back: rotation off on the key, an allow-all rule in the default deny.
+    // Behind the operator's back: rotation off on the key and on the replica key, the bucket's
+    // replication configuration removed, an allow-all rule in the default deny.
     op.stop();
     let kms = aws_sdk_kms::Client::new(&moto.sdk_config());
     let key_id = &status.key.as_ref().unwrap().id;
     kms.disable_key_rotation().key_id(key_id).send().await.expect("turn key rotation off");
+    let far_kms = aws_sdk_kms::Client::new(&crate::cloud_fixtures::in_region(moto, REPLICA_REGION));
+    far_kms.disable_key_rotation().key_id(&replica_key.id).send().await.expect("turn replica key rotation off");
+    moto.s3_client().delete_bucket_replication().bucket(bucket).send().await.expect("stop replicating");
     let policies: Api<NetworkPolicy> = Api::namespaced(cp.break_glass_client(), &namespaces[1]);
     policies
         .patch("imaging-default-deny", &PatchParams::default(), &Patch::Merge(json!({"spec": {"ingress": [{}]}})))
@@ -216,7 +245,13 @@ async fn invariant_13_evidence_reports_every_control_from_live_state_and_names_w
     assert_eq!(out.status.code(), Some(1), "a failing control exits 1: {}", stderr(&out));
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json_file).unwrap()).unwrap();
     check_report(&report);
-    assert_eq!(failing(&report), ["ITO-K8S-03=fail", "ITO-KMS-03=fail"], "exactly the tampered controls fail");
+    assert_eq!(
+        failing(&report),
+        ["ITO-K8S-03=fail", "ITO-KMS-03=fail", "ITO-DR-01=fail", "ITO-DR-03=fail"],
+        "exactly the tampered controls fail"
+    );
+    let dr_01 = control(&report, "ITO-DR-01");
+    assert!(dr_01["message"].as_str().unwrap().contains("no replication configuration"), "{dr_01}");
     let err = stderr(&out);
     assert!(err.contains("ITO-KMS-03") && err.contains("ITO-K8S-03"), "stderr names the failing controls: {err}");
     assert!(err.contains(&namespaces[1]), "and where: {err}");
@@ -230,7 +265,7 @@ async fn invariant_13_evidence_reports_every_control_from_live_state_and_names_w
     let out = run_evidence(cp, moto, &audit, &["--tenant", &name, "--output", "/nonexistent/dir/report.json"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 
-    // Back, the operator restores both (the rule added to the default deny at once, from its
+    // Back, the operator restores them all (the rule added to the default deny at once, from its
     // watch; the key's rotation when asked, since a restarted operator verifies a Ready tenant's
     // AWS resources at its slot of the resync interval), and the report passes again.
     op.restart(cp, moto).await;
@@ -286,6 +321,11 @@ async fn report_results(api: &Api<DynamicObject>, name: &str) -> Result<(Value, 
     Ok((report, not_passing))
 }
 
+/// What does not pass for the policy-report test's tenant: Object Lock and replication, skipped.
+fn not_passing_here() -> Vec<String> {
+    std::iter::once("ITO-S3-07=skip").chain(DR_SKIPPED).map(str::to_string).collect()
+}
+
 async fn request_reconcile(client: &kube::Client, name: &str) {
     let api: Api<imaging_tenant_operator::api::ImagingTenant> = Api::all(client.clone());
     let patch = json!({"metadata": {"annotations": {"imaging.tenancy.dev/reconcile-requested-at": unique_name("at")}}});
@@ -313,17 +353,18 @@ async fn invariant_13_the_operator_publishes_policy_reports_only_on_change_and_w
     let wg_policy = report_api(&client, "wgpolicyk8s.io", "v1alpha2", "ClusterPolicyReport", "clusterpolicyreports");
 
     // Both kinds are served, so both are written; every control passes (Object Lock is skipped:
-    // the tenant asks for no retention).
+    // the tenant asks for no retention; so is replication: the operator has no replication region
+    // and the spec asks for none).
     let mut reports = Vec::new();
     for api in [&open_reports, &wg_policy] {
         let (report, not_passing) = wait_for(Duration::from_secs(60), "the tenant's policy report", || async {
             report_results(api, &report_name).await
         })
         .await;
-        assert_eq!(not_passing, ["ITO-S3-07=skip"], "{report:#}");
+        assert_eq!(not_passing, not_passing_here(), "{report:#}");
         assert_eq!(report["scope"]["kind"], "ImagingTenant");
         assert_eq!(report["scope"]["name"], json!(name));
-        assert_eq!(report["summary"]["pass"], CONTROLS.len() - 1);
+        assert_eq!(report["summary"]["pass"], CONTROLS.len() - not_passing_here().len());
         let s3_09 = report["results"].as_array().unwrap().iter().find(|r| r["policy"] == "ITO-S3-09").unwrap();
         assert_eq!(s3_09["category"], "164.312(b)");
         assert_eq!(s3_09["severity"], "high");
@@ -407,7 +448,7 @@ async fn invariant_13_the_operator_publishes_policy_reports_only_on_change_and_w
     request_reconcile(&client, &name).await;
     wait_for(Duration::from_secs(60), "the report to pass again", || async {
         let (_, not_passing) = report_results(&open_reports, &report_name).await?;
-        if not_passing == ["ITO-S3-07=skip"] { Ok(()) } else { Err(format!("{not_passing:?}")) }
+        if not_passing == not_passing_here() { Ok(()) } else { Err(format!("{not_passing:?}")) }
     })
     .await;
 }
