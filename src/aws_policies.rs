@@ -218,7 +218,7 @@ pub(crate) fn render(settings: &Settings, format: Format, only: Option<Document>
                     &policies.guardrail_scp,
                 ),
                 (
-                    "Read-only policy of `evidence`: the session policy of a break-glass (or operator) role session that reports"
+                    "Read-only policy of `evidence`: attach it to an auditor role named with --auditor-role-arn, or use it as\n# the session policy of a break-glass role session that reports"
                         .to_string(),
                     &policies.evidence_reader,
                 ),

@@ -36,6 +36,12 @@ pub struct SettingsArgs {
     /// tenant objects; `run` requires it unless --allow-no-break-glass-role.
     #[arg(long, env = "ITO_BREAK_GLASS_ROLE_ARN")]
     pub(crate) break_glass_role_arn: Option<String>,
+    /// ARN of a role that may read the settings of tenant buckets and keys, never objects, key
+    /// material or any write: an auditor's own role for `evidence`. Repeat the flag, or
+    /// separate ARNs with commas in the environment variable. None: only the operator and
+    /// break-glass roles read them.
+    #[arg(long = "auditor-role-arn", env = "ITO_AUDITOR_ROLE_ARN", value_delimiter = ',', value_parser = role_arn)]
+    pub(crate) auditor_role_arns: Vec<String>,
     /// ARN of the IAM policy set as permissions boundary of every tenant role (see
     /// `aws-policies`): what a tenant role may ever do, whatever its own policy says.
     #[arg(long, env = "ITO_PERMISSIONS_BOUNDARY_ARN")]
@@ -69,6 +75,7 @@ impl Default for SettingsArgs {
             oidc_provider_arn: None,
             operator_role_arn: None,
             break_glass_role_arn: None,
+            auditor_role_arns: Vec::new(),
             permissions_boundary_arn: None,
             workload_service_account: DEFAULT_WORKLOAD_SERVICE_ACCOUNT.into(),
             s3_vpc_endpoint_ids: Vec::new(),
@@ -97,6 +104,27 @@ pub(crate) fn is_region_name(region: &str) -> bool {
         [area, place, n] => area.len() == 2 && lower(area) && lower(place) && number(n),
         [area, q, place, n] => area.len() == 2 && lower(area) && qualifier(q) && lower(place) && number(n),
         _ => false,
+    }
+}
+
+/// `arn:<partition>:iam::<12 digits>:role/<path and name>`.
+fn role_arn(arn: &str) -> Result<String, String> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let ok = match parts.as_slice() {
+        ["arn", partition, "iam", "", account, resource] => {
+            partition.starts_with("aws")
+                && account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit())
+                && resource.strip_prefix("role/").is_some_and(|name| {
+                    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"+=,.@_/-".contains(&b))
+                })
+        }
+        _ => false,
+    };
+    if ok {
+        Ok(arn.to_string())
+    } else {
+        Err(format!("{arn:?} is not an IAM role ARN such as arn:aws:iam::111122223333:role/auditors/imaging-evidence"))
     }
 }
 
@@ -144,6 +172,7 @@ impl SettingsArgs {
             .unwrap_or_else(|| format!("{iam}:policy/{PERMISSIONS_BOUNDARY_PLACEHOLDER}"));
         settings.audit_log_bucket = self.audit_log_bucket.clone();
         settings.break_glass_role_arn = self.break_glass_role_arn.clone();
+        settings.auditor_role_arns = self.auditor_role_arns.clone();
         settings.workload_service_account = self.workload_service_account.clone();
         settings.s3_vpc_endpoint_ids = self.s3_vpc_endpoint_ids.clone();
         if let Some(replica) = &self.replication_region {
@@ -187,6 +216,8 @@ pub struct Settings {
     pub operator_role_arn: String,
     /// Emergency role allowed to administer keys and buckets and to read objects.
     pub break_glass_role_arn: Option<String>,
+    /// Roles that may read the settings of tenant buckets and keys, and nothing else.
+    pub auditor_role_arns: Vec<String>,
     /// IAM policy set as permissions boundary of every tenant role.
     pub permissions_boundary_arn: String,
     /// Name of the workload ServiceAccount created in every tenant namespace.
@@ -212,6 +243,7 @@ impl Settings {
             oidc_provider_arn: "arn:aws:iam::<account-id>:oidc-provider/<oidc-issuer>".into(),
             operator_role_arn: "arn:aws:iam::<account-id>:role/<operator-role>".into(),
             break_glass_role_arn: None,
+            auditor_role_arns: Vec::new(),
             permissions_boundary_arn: format!("arn:aws:iam::<account-id>:policy/{PERMISSIONS_BOUNDARY_PLACEHOLDER}"),
             workload_service_account: DEFAULT_WORKLOAD_SERVICE_ACCOUNT.into(),
             s3_vpc_endpoint_ids: Vec::new(),
@@ -265,5 +297,24 @@ mod tests {
         assert_eq!(args("eu-west-1").resolve(None).unwrap().replication_region.as_deref(), Some("eu-west-1"));
         assert!(args("eu-central-1").resolve(None).unwrap_err().contains("the operator's own region"));
         assert!(args("cn-north-1").resolve(None).unwrap_err().contains("another AWS partition"));
+    }
+
+    #[test]
+    fn auditor_roles_are_role_arns_repeated_or_comma_separated() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            settings: SettingsArgs,
+        }
+        let a = "arn:aws:iam::111122223333:role/auditors/imaging-evidence";
+        let b = "arn:aws:iam::111122223333:role/external-audit";
+        let cli = Cli::try_parse_from(["x", "--auditor-role-arn", &format!("{a},{b}")]).unwrap();
+        assert_eq!(cli.settings.resolve(None).unwrap().auditor_role_arns, [a, b]);
+        let cli = Cli::try_parse_from(["x", "--auditor-role-arn", a, "--auditor-role-arn", b]).unwrap();
+        assert_eq!(cli.settings.auditor_role_arns, [a, b]);
+        for bad in ["arn:aws:iam::111122223333:user/alice", "arn:aws:iam::1111:role/x", "*"] {
+            assert!(Cli::try_parse_from(["x", "--auditor-role-arn", bad]).is_err(), "{bad}");
+        }
     }
 }

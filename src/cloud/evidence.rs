@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::error::CloudError;
-use super::sdk::{SdkResult, first_pages};
+use super::sdk::{SdkResult, code_of, first_pages};
 use super::{Aws, Cloud, policy};
 use crate::api::{KeyStatus, ReplicaStatus};
 use crate::desired::aws::{BucketSpec, KeySpec, RoleSpec, TenantAws};
@@ -194,25 +194,27 @@ impl Aws {
     }
 
     async fn read_bucket(&self, want: &BucketSpec) -> Read<Option<BucketEvidence>> {
-        if let Err(e) = self.s3.head_bucket().bucket(&want.name).send().await {
-            return match e.raw_response().map(|r| r.status().as_u16()) {
-                Some(404) => Ok(None),
-                Some(403) => Err(format!(
-                    "s3:HeadBucket on S3 bucket {} answers 403: another AWS account owns it, or these credentials lack s3:ListBucket on it (the bucket policy admits only the operator, break-glass and auditor roles)",
-                    want.name
-                )),
-                _ => Err(text(
-                    Err::<(), _>(e).aws_context("s3:HeadBucket", &format!("S3 bucket {}", want.name)).unwrap_err(),
-                )),
-            };
-        }
+        // Whether the bucket exists in this account, asked with a read of one of its settings
+        // rather than HeadBucket, which needs s3:ListBucket: the listing of object names that
+        // an auditor role is not given.
+        let resource = format!("S3 bucket {}", want.name);
+        let versioning = match self.s3.get_bucket_versioning().bucket(&want.name).send().await {
+            Ok(out) => out.status().map(|s| s.as_str().to_string()),
+            Err(e) if code_of(&e) == Some("NoSuchBucket") => return Ok(None),
+            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(403) => {
+                return Err(format!(
+                    "s3:GetBucketVersioning on {resource} answers 403: another AWS account owns it, or these credentials may not read its settings (the bucket policy admits configuration reads only by the operator, break-glass and auditor roles)"
+                ));
+            }
+            Err(e) => return Err(text(Err::<(), _>(e).aws_context("s3:GetBucketVersioning", &resource).unwrap_err())),
+        };
         Ok(Some(BucketEvidence {
             name: want.name.clone(),
             tags: self.bucket_tags(want).await.map(|t| t.0).map_err(text),
             public_access_block: self.public_access_block(want).await.map_err(text),
             ownership: self.ownership(want).await.map_err(text),
             encryption: self.encryption(want).await.map_err(text),
-            versioning: self.versioning(want).await.map_err(text),
+            versioning: Ok(versioning),
             object_lock: self
                 .object_lock(want)
                 .await

@@ -17,9 +17,9 @@ use serde_json::{Value, json};
 use crate::api::metadata::{MANAGED_BY, TAG_CLUSTER, TAG_MANAGED_BY, TAG_TENANT_UID};
 use crate::config::Settings;
 use crate::desired::aws::{
-    OBJECT_DATA_ACTIONS, REPLICATION_DESTINATION_ACTIONS, REPLICATION_SOURCE_BUCKET_ACTIONS,
-    REPLICATION_SOURCE_OBJECT_ACTIONS, TENANT_BUCKET_ACTIONS, TENANT_KEY_ACTIONS, TENANT_OBJECT_ACTIONS,
-    TENANT_REPLICA_ACTIONS, s3_service, s3_service_in,
+    AUDITOR_BUCKET_ACTIONS, AUDITOR_KEY_ACTIONS, OBJECT_DATA_ACTIONS, REPLICATION_DESTINATION_ACTIONS,
+    REPLICATION_SOURCE_BUCKET_ACTIONS, REPLICATION_SOURCE_OBJECT_ACTIONS, TENANT_BUCKET_ACTIONS, TENANT_KEY_ACTIONS,
+    TENANT_OBJECT_ACTIONS, TENANT_REPLICA_ACTIONS, s3_service, s3_service_in,
 };
 use crate::desired::names;
 
@@ -592,21 +592,17 @@ pub fn guardrail_scp(settings: &Settings) -> Value {
 }
 
 /// KMS actions `evidence` calls on a tenant key; the key policy grants them to its
-/// administrators.
-pub const EVIDENCE_KEY_READ_ACTIONS: [&str; 5] =
-    ["kms:DescribeKey", "kms:GetKeyPolicy", "kms:GetKeyRotationStatus", "kms:ListGrants", "kms:ListResourceTags"];
+/// administrators and to the auditor roles.
+pub const EVIDENCE_KEY_READ_ACTIONS: [&str; 5] = AUDITOR_KEY_ACTIONS;
 
-/// The identity policy of whoever runs `evidence`: reads of the settings of tenant buckets
-/// (`HeadBucket` is `s3:ListBucket`) and of their replicas, of keys in the operator's and the
-/// replication region, and of roles, and nothing else. Tenant bucket and key
-/// policies admit such reads only from the operator and break-glass roles, so it is meant as
-/// the session policy of a read-only session of one of them (see docs/compliance.md).
+/// The identity policy of whoever runs `evidence`: reads of the settings of tenant buckets and
+/// of their replicas, of keys in the operator's and the replication region, and of roles, and
+/// nothing else: no `s3:ListBucket` (object names), no object, no key use. Tenant bucket and key
+/// policies admit such reads only from the operator, break-glass and auditor roles
+/// (`--auditor-role-arn`): attach it to an auditor role, or use it as the session policy of a
+/// read-only session of the break-glass role (see docs/compliance.md).
 pub fn evidence_reader_policy(settings: &Settings) -> Value {
-    let mut bucket_reads: Vec<&str> =
-        BUCKET_READ_ACTIONS.iter().copied().filter(|a| *a != "s3:ListBucketVersions").collect();
-    // The replication configuration of a replicating tenant's bucket (ITO-DR-01).
-    bucket_reads.push("s3:GetReplicationConfiguration");
-    bucket_reads.sort_unstable();
+    let bucket_reads = AUDITOR_BUCKET_ACTIONS;
     // Replica keys are in the replication region (ITO-DR-03).
     let keys: Vec<String> = regions(settings).into_iter().map(|r| keys_arn_in(settings, r)).collect();
     json!({

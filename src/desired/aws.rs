@@ -747,8 +747,28 @@ pub const KEY_ADMIN_ACTIONS: [&str; 22] = [
     "kms:UpdateKeyDescription",
 ];
 
+/// What an auditor role (`--auditor-role-arn`) may do with a tenant key or replica key: read
+/// its settings for `evidence`, never use it for data, never change it.
+pub const AUDITOR_KEY_ACTIONS: [&str; 5] =
+    ["kms:DescribeKey", "kms:GetKeyPolicy", "kms:GetKeyRotationStatus", "kms:ListGrants", "kms:ListResourceTags"];
+
+/// What an auditor role may do on a tenant bucket or replica: read the settings `evidence`
+/// judges. Not `s3:ListBucket`, which lists object names; no object, no write.
+pub const AUDITOR_BUCKET_ACTIONS: [&str; 10] = [
+    "s3:GetBucketLogging",
+    "s3:GetBucketObjectLockConfiguration",
+    "s3:GetBucketOwnershipControls",
+    "s3:GetBucketPolicy",
+    "s3:GetBucketPublicAccessBlock",
+    "s3:GetBucketTagging",
+    "s3:GetBucketVersioning",
+    "s3:GetEncryptionConfiguration",
+    "s3:GetLifecycleConfiguration",
+    "s3:GetReplicationConfiguration",
+];
+
 /// Invariant 4: administrators (operator, break-glass) manage the key; only the tenant role uses
-/// it, and only through S3 in the tenant's region.
+/// it, and only through S3 in the tenant's region. Auditor roles read its settings.
 ///
 /// There is deliberately no `arn:aws:iam::<account>:root` statement: that would let every IAM
 /// principal of the account with a broad enough identity policy use the key. The price is that
@@ -789,6 +809,15 @@ pub fn key_policy(
             },
         ]
     });
+    if !settings.auditor_role_arns.is_empty() {
+        policy["Statement"].as_array_mut().expect("statements").push(json!({
+            "Sid": "AuditorsReadKeySettings",
+            "Effect": "Allow",
+            "Principal": {"AWS": settings.auditor_role_arns},
+            "Action": AUDITOR_KEY_ACTIONS,
+            "Resource": "*",
+        }));
+    }
     if let Some((replication_role, action)) = replication {
         // The replication role decrypts the source's versions and encrypts the replicas, each
         // only through S3 in its key's region.
@@ -807,7 +836,7 @@ pub fn key_policy(
 /// Invariant 4: TLS 1.2 or better, only the tenant role and the administrators, and no object
 /// written with another key. Within that, object data is for the tenant role (and break-glass),
 /// never the operator; bucket configuration is for the operator and break-glass, never the
-/// tenant role.
+/// tenant role. Auditor roles, when configured, read the bucket's settings and nothing else.
 ///
 /// Uploads without encryption headers are allowed: the bucket's default encryption applies the
 /// tenant key to them, and multipart `UploadPart` requests never carry those headers. What is
@@ -838,9 +867,11 @@ fn bucket_policy_of(settings: &Settings, parties: &BucketParties<'_>, side: Side
     let BucketParties { bucket_arn, role_arn, key_arn, replication_role } = *parties;
     let bucket_and_objects = json!([bucket_arn, format!("{bucket_arn}/*")]);
     let objects = format!("{bucket_arn}/*");
+    let auditors = &settings.auditor_role_arns;
     let mut admitted = vec![role_arn.to_string()];
     admitted.extend(administrators(settings));
     admitted.extend(replication_role.map(str::to_string));
+    admitted.extend(auditors.iter().cloned());
     let mut data_readers = vec![role_arn.to_string()];
     data_readers.extend(settings.break_glass_role_arn.clone());
     data_readers.extend(replication_role.map(str::to_string));
@@ -849,6 +880,8 @@ fn bucket_policy_of(settings: &Settings, parties: &BucketParties<'_>, side: Side
     if side == Side::Source {
         configurators.extend(replication_role.map(str::to_string));
     }
+    // Auditors pass this statement only for reads: DenyAuditorsAllButReadingSettings below.
+    configurators.extend(auditors.iter().cloned());
     let tenant_actions: Vec<&str> = OBJECT_DATA_ACTIONS.iter().chain(&TENANT_BUCKET_ACTIONS).copied().collect();
     let mut policy = json!({
         "Version": POLICY_VERSION,
@@ -943,6 +976,17 @@ fn bucket_policy_of(settings: &Settings, parties: &BucketParties<'_>, side: Side
             "Condition": {"ArnEquals": {"aws:PrincipalArn": replication_role}},
         }));
     }
+    if !auditors.is_empty() {
+        // Auditors, admitted above, read the bucket's settings: no object, no write.
+        statements.push(json!({
+            "Sid": "DenyAuditorsAllButReadingSettings",
+            "Effect": "Deny",
+            "Principal": "*",
+            "NotAction": AUDITOR_BUCKET_ACTIONS,
+            "Resource": bucket_and_objects,
+            "Condition": {"ArnEquals": {"aws:PrincipalArn": auditors}},
+        }));
+    }
     if side == Side::Replica {
         // The replica is written by replication only: the tenant role reads it.
         statements.push(json!({
@@ -1031,6 +1075,7 @@ mod tests {
             oidc_provider_arn: "arn:aws:iam::111122223333:oidc-provider/oidc.eks.eu-central-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE".into(),
             operator_role_arn: "arn:aws:iam::111122223333:role/imaging-tenant-operator".into(),
             break_glass_role_arn: Some("arn:aws:iam::111122223333:role/ops/break-glass".into()),
+            auditor_role_arns: Vec::new(),
             permissions_boundary_arn: "arn:aws:iam::111122223333:policy/imaging-tenant-boundary".into(),
             workload_service_account: "imaging-workload".into(),
             s3_vpc_endpoint_ids: Vec::new(),
@@ -1284,5 +1329,136 @@ mod tests {
             (source_key["Action"].as_str(), source_key["Principal"]["AWS"].as_str()),
             (Some("kms:Decrypt"), Some(r.role.arn.as_str()))
         );
+    }
+
+    /// Whether `pattern` (with `*` and `?` as IAM reads them) matches `action`, case-insensitively.
+    fn matches(pattern: &str, action: &str) -> bool {
+        fn go(p: &[u8], a: &[u8]) -> bool {
+            match (p.first(), a.first()) {
+                (None, None) => true,
+                (Some(b'*'), _) => go(&p[1..], a) || (!a.is_empty() && go(p, &a[1..])),
+                (Some(b'?'), Some(_)) => go(&p[1..], &a[1..]),
+                (Some(x), Some(y)) if x.eq_ignore_ascii_case(y) => go(&p[1..], &a[1..]),
+                _ => false,
+            }
+        }
+        go(pattern.as_bytes(), action.as_bytes())
+    }
+
+    fn list(v: &Value) -> Vec<String> {
+        match v {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(a) => a.iter().map(|x| x.as_str().unwrap().to_string()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn names_action(statement: &Value, action: &str) -> bool {
+        if statement.get("NotAction").is_some() {
+            !list(&statement["NotAction"]).iter().any(|p| matches(p, action))
+        } else {
+            list(&statement["Action"]).iter().any(|p| matches(p, action))
+        }
+    }
+
+    /// Whether a bucket policy explicitly denies `action` to a session of `principal` over
+    /// TLS 1.3. Statements whose conditions are about the request's encryption headers are
+    /// left out: they deny uploads only, and leaving them out only makes this say "not denied"
+    /// more often.
+    fn bucket_policy_denies(policy: &Value, principal: &str, action: &str) -> bool {
+        statements(policy).into_iter().filter(|st| st["Effect"] == "Deny" && names_action(st, action)).any(|st| {
+            st["Condition"].as_object().into_iter().flatten().all(|(operator, keys)| {
+                keys.as_object().unwrap().iter().all(|(key, value)| match (operator.as_str(), key.as_str()) {
+                    ("ArnEquals", "aws:PrincipalArn") => list(value).iter().any(|v| v == principal),
+                    ("ArnNotEquals", "aws:PrincipalArn") => !list(value).iter().any(|v| v == principal),
+                    ("Bool", "aws:SecureTransport") => value == "true",
+                    ("NumericLessThan", "s3:TlsVersion") => false,
+                    _ => false,
+                })
+            })
+        })
+    }
+
+    /// Whether a key policy allows `action` to `principal` (key policies here have no Deny).
+    fn key_policy_allows(policy: &Value, principal: &str, action: &str) -> bool {
+        statements(policy).into_iter().any(|st| {
+            st["Effect"] == "Allow"
+                && names_action(&st, action)
+                && list(&st["Principal"]["AWS"]).iter().any(|p| p == principal)
+        })
+    }
+
+    fn statements(policy: &Value) -> Vec<Value> {
+        policy["Statement"].as_array().unwrap().clone()
+    }
+
+    #[test]
+    fn an_auditor_role_reads_bucket_and_key_settings_and_nothing_else() {
+        const AUDITOR: &str = "arn:aws:iam::111122223333:role/auditors/imaging-evidence";
+        const STRANGER: &str = "arn:aws:iam::111122223333:role/someone-else";
+        let s = Settings {
+            auditor_role_arns: vec![AUDITOR.into()],
+            replication_region: Some("eu-west-1".into()),
+            ..settings()
+        };
+        let key = "arn:aws:kms:eu-central-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        let replica_key = "arn:aws:kms:eu-west-1:111122223333:key/5678abcd-12ab-34cd-56ef-1234567890ab";
+        let aws = render_with_keys(&group_a(), &s, Some(key), Some(replica_key));
+        let replica = aws.replication.as_ref().unwrap();
+        let writes_and_data = [
+            "s3:GetObject",
+            "s3:GetObjectVersion",
+            "s3:PutObject",
+            "s3:DeleteObject",
+            "s3:DeleteObjectVersion",
+            "s3:ListBucket",
+            "s3:ListBucketVersions",
+            "s3:PutBucketPolicy",
+            "s3:DeleteBucketPolicy",
+            "s3:PutBucketVersioning",
+            "s3:PutEncryptionConfiguration",
+            "s3:PutReplicationConfiguration",
+            "s3:PutLifecycleConfiguration",
+            "s3:PutBucketObjectLockConfiguration",
+            "s3:BypassGovernanceRetention",
+            "s3:DeleteBucket",
+            "s3:ReplicateObject",
+        ];
+        for policy in [&aws.bucket.policy, &replica.bucket.policy] {
+            for action in AUDITOR_BUCKET_ACTIONS {
+                assert!(!bucket_policy_denies(policy, AUDITOR, action), "the auditor may {action}");
+                assert!(bucket_policy_denies(policy, STRANGER, action), "no one else may {action}");
+            }
+            for action in writes_and_data {
+                assert!(bucket_policy_denies(policy, AUDITOR, action), "the auditor may not {action}");
+            }
+            // The operator and the tenant role keep what they had.
+            assert!(!bucket_policy_denies(policy, &s.operator_role_arn, "s3:PutBucketPolicy"));
+            assert!(!bucket_policy_denies(policy, &aws.role.arn, "s3:GetObject"));
+        }
+        for policy in [&aws.key.policy, &replica.key.policy] {
+            for action in AUDITOR_KEY_ACTIONS {
+                assert!(key_policy_allows(policy, AUDITOR, action), "the auditor may {action}");
+            }
+            for action in [
+                "kms:Decrypt",
+                "kms:Encrypt",
+                "kms:GenerateDataKey",
+                "kms:ReEncryptFrom",
+                "kms:CreateGrant",
+                "kms:PutKeyPolicy",
+                "kms:DisableKeyRotation",
+                "kms:ScheduleKeyDeletion",
+                "kms:DisableKey",
+                "kms:TagResource",
+            ] {
+                assert!(!key_policy_allows(policy, AUDITOR, action), "the auditor may not {action}");
+            }
+            assert!(!key_policy_allows(policy, STRANGER, "kms:DescribeKey"));
+        }
+        // Without auditors, none of this is written.
+        let plain = render_with_keys(&group_a(), &settings(), Some(key), None);
+        assert!(!plain.bucket.policy.to_string().contains("Auditors"));
+        assert!(!plain.key.policy.to_string().contains("Auditors"));
     }
 }

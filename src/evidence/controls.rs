@@ -432,7 +432,7 @@ pub static CONTROLS: [Control; 40] = [
     Control {
         id: "ITO-S3-10",
         title: "Bucket policy admits only the tenant role and the administrators",
-        checks: "s3:GetBucketPolicy: statements DenyAllButTenantRoleAndAdministrators, DenyObjectDataToAllButTenantRoleAndBreakGlass and DenyBucketConfigurationToAllButAdministrators (and the VPC endpoint perimeter when configured) are as the operator writes them, naming only the tenant role, the operator and the break-glass role, and the policy has no statement the operator does not write.",
+        checks: "s3:GetBucketPolicy: statements DenyAllButTenantRoleAndAdministrators, DenyObjectDataToAllButTenantRoleAndBreakGlass and DenyBucketConfigurationToAllButAdministrators (and the VPC endpoint perimeter when configured, and DenyAuditorsAllButReadingSettings when --auditor-role-arn is) are as the operator writes them, naming only the tenant role, the operator and the break-glass role (and the auditor roles, for reads of settings only), and the policy has no statement the operator does not write.",
         hipaa: &[A1],
         severity: Severity::Critical,
         aws_config_rules: &["s3-bucket-policy-grantee-check"],
@@ -450,7 +450,7 @@ pub static CONTROLS: [Control; 40] = [
     Control {
         id: "ITO-S3-12",
         title: "The bucket is the tenant's, in this account",
-        checks: "s3:HeadBucket and s3:GetBucketTagging with the expected bucket owner (this account): the bucket exists here and its imaging.tenancy.dev/tenant-uid tag is the tenant's UID.",
+        checks: "s3:GetBucketVersioning and s3:GetBucketTagging with the expected bucket owner (this account): the bucket exists here and its imaging.tenancy.dev/tenant-uid tag is the tenant's UID.",
         hipaa: &[A1],
         severity: Severity::Medium,
         aws_config_rules: &["required-tags"],
@@ -486,7 +486,7 @@ pub static CONTROLS: [Control; 40] = [
     Control {
         id: "ITO-KMS-04",
         title: "Key policy: administrators manage, only the tenant role uses it, through S3",
-        checks: "kms:GetKeyPolicy (policy `default`), compared as parsed JSON with the operator's: KeyAdministrators names only the operator and break-glass roles and no data action; TenantRoleThroughS3 names only the tenant role, only with kms:ViaService S3 in the tenant's region; no other statement (none for the account root or `*`).",
+        checks: "kms:GetKeyPolicy (policy `default`), compared as parsed JSON with the operator's: KeyAdministrators names only the operator and break-glass roles and no data action; TenantRoleThroughS3 names only the tenant role, only with kms:ViaService S3 in the tenant's region; AuditorsReadKeySettings, when --auditor-role-arn is set, names only the auditor roles and only reads; no other statement (none for the account root or `*`).",
         hipaa: &[A1, A2IV],
         severity: Severity::High,
         aws_config_rules: &[],
@@ -585,7 +585,7 @@ pub static CONTROLS: [Control; 40] = [
     Control {
         id: "ITO-DR-02",
         title: "Replica bucket protected as the source",
-        checks: "In the replication region: s3:HeadBucket with the expected owner, s3:GetPublicAccessBlock (all four on), s3:GetBucketOwnershipControls (BucketOwnerEnforced), s3:GetBucketVersioning (Enabled), s3:GetBucketEncryption (SSE-KMS with the replica key), s3:GetBucketPolicy (every statement the operator writes for the replica, TLS 1.2 only, none other), s3:GetBucketTagging (the tenant's UID and imaging.tenancy.dev/replica-of the source bucket). Skipped as ITO-DR-01.",
+        checks: "In the replication region, with the expected bucket owner: s3:GetPublicAccessBlock (all four on), s3:GetBucketOwnershipControls (BucketOwnerEnforced), s3:GetBucketVersioning (Enabled), s3:GetBucketEncryption (SSE-KMS with the replica key), s3:GetBucketPolicy (every statement the operator writes for the replica, TLS 1.2 only, none other), s3:GetBucketTagging (the tenant's UID and imaging.tenancy.dev/replica-of the source bucket). Skipped as ITO-DR-01.",
         hipaa: &[DR_B, A1, A2IV, E1],
         severity: Severity::High,
         aws_config_rules: &[
@@ -1452,6 +1452,7 @@ fn s3_tenant_only(cx: &Context) -> Outcome {
                 "DenyObjectDataToAllButTenantRoleAndBreakGlass",
                 "DenyBucketConfigurationToAllButAdministrators",
                 "DenyTenantDataOutsideVpcEndpoints",
+                "DenyAuditorsAllButReadingSettings",
             ];
             let (mut problems, mut evidence) = statements_match(live, want, &sids);
             let known: Vec<Value> = statements(want).iter().map(|s| s["Sid"].clone()).collect();

@@ -9,6 +9,7 @@ use crate::evidence::live::{AdminNetworkEvidence, AwsEvidence, KubernetesEvidenc
 
 const KEY_ARN: &str = "arn:aws:kms:eu-central-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 const REPLICA_KEY_ARN: &str = "arn:aws:kms:eu-west-1:111122223333:key/9876fedc-12ab-34cd-56ef-1234567890ab";
+const AUDITOR: &str = "arn:aws:iam::111122223333:role/auditors/imaging-evidence";
 const UID: &str = "6f1c3a52-5a3e-4c1e-9d7a-0b6a0c2f1e11";
 
 fn settings() -> Settings {
@@ -24,6 +25,7 @@ fn settings() -> Settings {
                 .into(),
         operator_role_arn: "arn:aws:iam::111122223333:role/imaging-tenant-operator".into(),
         break_glass_role_arn: Some("arn:aws:iam::111122223333:role/ops/break-glass".into()),
+        auditor_role_arns: vec![AUDITOR.into()],
         permissions_boundary_arn: "arn:aws:iam::111122223333:policy/imaging-tenant-boundary".into(),
         workload_service_account: "imaging-workload".into(),
         s3_vpc_endpoint_ids: Vec::new(),
@@ -502,6 +504,23 @@ fn replication_controls_skip_a_tenant_that_does_not_replicate_and_fail_one_that_
     let o = outcome(&ev, "ITO-DR-01");
     assert_eq!(o.result, Verdict::Fail);
     assert!(o.message.contains("Replication Time Control"), "{}", o.message);
+}
+
+#[test]
+fn an_auditor_statement_widened_or_removed_fails_the_policy_controls() {
+    let mut ev = good();
+    bucket_statement(&mut ev, "DenyAuditorsAllButReadingSettings")["NotAction"] = json!("s3:*");
+    assert_eq!(outcome(&ev, "ITO-S3-10").result, Verdict::Fail);
+    let mut ev = good();
+    let policy = bucket(&mut ev).policy.as_mut().unwrap().as_mut().unwrap();
+    policy["Statement"].as_array_mut().unwrap().retain(|s| s["Sid"] != "DenyAuditorsAllButReadingSettings");
+    assert_eq!(outcome(&ev, "ITO-S3-10").result, Verdict::Fail);
+    let mut ev = good();
+    let policy = key(&mut ev).policy.as_mut().unwrap().as_mut().unwrap();
+    let auditors =
+        policy["Statement"].as_array_mut().unwrap().iter_mut().find(|s| s["Sid"] == "AuditorsReadKeySettings");
+    auditors.unwrap()["Action"] = json!("kms:*");
+    assert_eq!(outcome(&ev, "ITO-KMS-04").result, Verdict::Fail);
 }
 
 #[test]

@@ -56,6 +56,7 @@ pub fn settings(audit_log_bucket: Option<String>) -> Settings {
         ),
         operator_role_arn: OPERATOR_ROLE.into(),
         break_glass_role_arn: Some(BREAK_GLASS_ROLE.into()),
+        auditor_role_arns: Vec::new(),
         permissions_boundary_arn: format!("arn:aws:iam::{ACCOUNT}:policy/imaging-tenant-boundary"),
         workload_service_account: "imaging-workload".into(),
         s3_vpc_endpoint_ids: Vec::new(),

@@ -3,7 +3,9 @@
 //! `imaging-tenant-operator evidence`, run as its own process against the same apiserver and
 //! moto with the operator's settings, reports every control passing, the replica's read in the
 //! replication region among them, in JSON that validates against the committed schema, with a
-//! digest that recomputes. Then, with the operator stopped, AWS settings of the tenant and of its
+//! digest that recomputes. It runs as an auditor: a Kubernetes user bound to the chart's auditor
+//! ClusterRole, and in AWS a session of an auditor role the operator names with
+//! `--auditor-role-arn`. Then, with the operator stopped, AWS settings of the tenant and of its
 //! replica and one Kubernetes object are changed behind its back (through the break-glass group):
 //! the report fails exactly those controls, and bad usage exits 2. And the operator publishes the same results as policy
 //! reports, written only when they change.
@@ -82,6 +84,64 @@ fn auditor(cp: &ControlPlane) -> &'static (PathBuf, String) {
     })
 }
 
+/// The auditor in AWS: a role of its own under `/auditors/` (`--auditor-role-arn` names it) and
+/// credentials of a session of it (STS AssumeRole). Once for the binary.
+struct AwsAuditor {
+    role_arn: String,
+    access_key_id: String,
+    secret_access_key: String,
+    session_token: String,
+}
+
+fn aws_auditor(moto: &Moto) -> &'static AwsAuditor {
+    static AUDITOR: OnceLock<AwsAuditor> = OnceLock::new();
+    AUDITOR.get_or_init(|| {
+        let config = moto.sdk_config();
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+                        let trust = json!({
+                            "Version": "2012-10-17",
+                            "Statement": [{
+                                "Effect": "Allow",
+                                "Principal": {"AWS": format!("arn:aws:iam::{}:root", ito_test_support::ACCOUNT_ID)},
+                                "Action": "sts:AssumeRole",
+                            }],
+                        });
+                        let iam = aws_sdk_iam::Client::new(&config);
+                        let role = iam
+                            .create_role()
+                            .role_name(unique_name("imaging-evidence"))
+                            .path("/auditors/")
+                            .assume_role_policy_document(trust.to_string())
+                            .send()
+                            .await
+                            .expect("create the auditor role");
+                        let role_arn = role.role().unwrap().arn().to_string();
+                        let sts = aws_sdk_sts::Client::new(&config);
+                        let session = sts
+                            .assume_role()
+                            .role_arn(&role_arn)
+                            .role_session_name("audit")
+                            .send()
+                            .await
+                            .expect("assume the auditor role");
+                        let c = session.credentials().unwrap();
+                        AwsAuditor {
+                            role_arn,
+                            access_key_id: c.access_key_id().to_string(),
+                            secret_access_key: c.secret_access_key().to_string(),
+                            session_token: c.session_token().to_string(),
+                        }
+                    })
+                })
+                .join()
+                .unwrap()
+        })
+    })
+}
+
 /// `evidence` as the auditor, with the operator's settings and a clean environment; `args`
 /// after the command.
 fn evidence(cp: &ControlPlane, moto: &Moto, audit: &str, args: &[&str]) -> Output {
@@ -92,8 +152,13 @@ fn evidence(cp: &ControlPlane, moto: &Moto, audit: &str, args: &[&str]) -> Outpu
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("KUBECONFIG", &auditor(cp).0);
     crate::operator::test_settings(&mut cmd, moto);
+    let aws = aws_auditor(moto);
     cmd.env("ITO_AUDIT_LOG_BUCKET", audit)
         .env("ITO_REPLICATION_REGION", REPLICA_REGION)
+        .env("ITO_AUDITOR_ROLE_ARN", &aws.role_arn)
+        .env("AWS_ACCESS_KEY_ID", &aws.access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &aws.secret_access_key)
+        .env("AWS_SESSION_TOKEN", &aws.session_token)
         .output()
         .expect("run imaging-tenant-operator evidence")
 }
@@ -156,7 +221,11 @@ async fn invariant_13_evidence_reports_every_control_from_live_state_and_names_w
         cp,
         moto,
         &[],
-        &[("ITO_AUDIT_LOG_BUCKET", audit.as_str()), ("ITO_REPLICATION_REGION", REPLICA_REGION)],
+        &[
+            ("ITO_AUDIT_LOG_BUCKET", audit.as_str()),
+            ("ITO_REPLICATION_REGION", REPLICA_REGION),
+            ("ITO_AUDITOR_ROLE_ARN", aws_auditor(moto).role_arn.as_str()),
+        ],
     )
     .await;
     let name = unique_name("ev");
@@ -198,6 +267,10 @@ async fn invariant_13_evidence_reports_every_control_from_live_state_and_names_w
     assert_eq!(report["tenants"][0]["uid"], json!(status_uid(&client, &name).await));
     assert_eq!(report["readBy"]["kubernetes"]["username"], json!(auditor(cp).1), "read as the auditor");
     assert_eq!(report["readBy"]["aws"]["account"], ito_test_support::ACCOUNT_ID);
+    let auditor_role = &aws_auditor(moto).role_arn;
+    let role_name = auditor_role.rsplit('/').next().unwrap();
+    let session = report["readBy"]["aws"]["arn"].as_str().unwrap();
+    assert!(session.contains(&format!(":assumed-role/{role_name}/audit")), "read as the auditor role: {session}");
     let bucket = &status.bucket.unwrap().name;
     let s3_04 = report["tenants"][0]["controls"].as_array().unwrap().iter().find(|c| c["id"] == "ITO-S3-04").unwrap();
     assert_eq!(s3_04["evidence"]["kmsKeyArn"], status.key.as_ref().unwrap().arn, "the evidence is the setting read");
@@ -211,6 +284,15 @@ async fn invariant_13_evidence_reports_every_control_from_live_state_and_names_w
     assert_eq!(control(&report, "ITO-DR-01")["evidence"]["replicaKmsKeyArn"], replica_key.arn);
     assert_eq!(control(&report, "ITO-DR-01")["evidence"]["replicationTimeControl"], true);
     assert_eq!(control(&report, "ITO-DR-02")["evidence"]["bucket"], replica.bucket.as_ref().unwrap().name);
+    // What lets the auditor read, and only read, is in force as the operator writes it. (That
+    // it refuses the auditor objects, writes and key use is shown on the documents by
+    // `desired::aws`'s `an_auditor_role_reads_bucket_and_key_settings_and_nothing_else`: moto
+    // does not evaluate bucket and key policies with a request context, and lets the auditor's
+    // session rewrite the bucket policy.)
+    let auditors = &control(&report, "ITO-S3-10")["evidence"]["DenyAuditorsAllButReadingSettings"];
+    assert_eq!(auditors["Condition"]["ArnEquals"]["aws:PrincipalArn"], json!([auditor_role]), "{auditors}");
+    let key_policy = &control(&report, "ITO-KMS-04")["evidence"];
+    assert!(key_policy.to_string().contains("AuditorsReadKeySettings"), "{key_policy}");
     eprintln!("evidence for one tenant ({} controls) took {:.2} s", CONTROLS.len(), took.as_secs_f64());
 
     // Markdown: the same results, and a last line that is the digest of every line above it.

@@ -19,6 +19,7 @@ fn settings() -> Settings {
         oidc_provider_arn: "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE".into(),
         operator_role_arn: "arn:aws:iam::123456789012:role/imaging-tenant-operator".into(),
         break_glass_role_arn: Some("arn:aws:iam::123456789012:role/imaging-break-glass".into()),
+        auditor_role_arns: Vec::new(),
         permissions_boundary_arn: "arn:aws:iam::123456789012:policy/imaging-tenant-boundary".into(),
         workload_service_account: "imaging-workload".into(),
         s3_vpc_endpoint_ids: Vec::new(),

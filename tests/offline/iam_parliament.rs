@@ -175,6 +175,8 @@ fn settings() -> Settings {
                 .into(),
         operator_role_arn: "arn:aws:iam::111122223333:role/imaging-tenant-operator".into(),
         break_glass_role_arn: Some("arn:aws:iam::111122223333:role/imaging-break-glass".into()),
+        // The auditors' statements are judged too.
+        auditor_role_arns: vec!["arn:aws:iam::111122223333:role/auditors/imaging-evidence".into()],
         permissions_boundary_arn: "arn:aws:iam::111122223333:policy/imaging-tenant-boundary".into(),
         // The perimeter statement is judged too.
         s3_vpc_endpoint_ids: vec!["vpce-0a1b2c3d4e5f67890".into()],
