@@ -95,7 +95,7 @@ async fn main() {
         .env("ITO_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
         .env("ITO_HEALTH_ADDR", format!("127.0.0.1:{health_port}"))
         .env("ITO_LOG_LEVEL", "warn")
-        .env("ITO_RESYNC_INTERVAL", std::env::var("BENCH_RESYNC").unwrap_or_else(|_| "10m".into()));
+        .env("ITO_RESYNC_INTERVAL", resync_interval());
     let operator =
         spawn_managed("operator", cmd, &log).unwrap_or_else(|e| panic!("start {binary}: {e} (run `make bench`)"));
     wait_for(Duration::from_secs(60), "the operator's /readyz", || async {
@@ -153,12 +153,16 @@ async fn main() {
             serde_json::json!({"metadata": {"annotations": {"imaging.tenancy.dev/reconcile-requested-at": stamp}}});
         api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("annotate");
     }
-    wait_for(Duration::from_secs(120), "a reconcile of every tenant", || async {
+    // Every tenant re-reads its AWS settings at once, so the read budgets bound how long that
+    // takes (iam:read at 15/s for about 9 IAM reads per tenant): a second per tenant is ample.
+    let full_started = Instant::now();
+    wait_for(Duration::from_secs(120 + n as u64), "a reconcile of every tenant", || async {
         let m = metrics(metrics_port);
         let done = sum(&m, "imaging_tenant_operator_reconciliations_total", "") - reconciles_before;
         if done >= n as f64 { Ok(()) } else { Err(format!("{done} reconciles")) }
     })
     .await;
+    let full_verification = full_started.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = metrics(metrics_port);
     let reconciles = sum(&after, "imaging_tenant_operator_reconciliations_total", "") - reconciles_before;
@@ -206,6 +210,7 @@ async fn main() {
             .filter(|(_, v)| *v > 0.0)
             .collect::<Vec<_>>()
     };
+    let caches = cache_sizes(&client, n).await;
     let (moto_alone, apiserver_alone) = alone(&client, moto, n).await;
 
     println!("imaging-tenant-operator benchmark ({binary})");
@@ -221,6 +226,11 @@ async fn main() {
     println!("  Kubernetes reads per reconcile          {:.2}", kube_reads / reconciles);
     println!("  Kubernetes writes per reconcile         {:.2} (events included)", kube_writes / reconciles);
     println!("  AWS calls per reconcile                 {:.2}", aws_calls / reconciles);
+    println!(
+        "  every tenant verified at once           {:.1} s (floor by the read budgets {:.1} s)",
+        full_verification.as_secs_f64(),
+        read_floor(&before, &after)
+    );
     println!("  AWS writes per reconcile                {:.2}", aws_writes / reconciles);
     println!("  operator memory idle / peak (RSS)       {} MiB / {} MiB", idle_rss / 1024, busy_peak / 1024);
     println!(
@@ -245,12 +255,71 @@ async fn main() {
     for (verb, count) in &kube_by_verb {
         println!("    {verb:<40} {count:.0}");
     }
+    println!("  watch caches per tenant (JSON KiB as served / as cached, without managed fields):");
+    for (kind, full, kept) in &caches {
+        println!("    {kind:<40} {full:.1} / {kept:.1}");
+    }
     println!("  moto alone, a tenant's creates x {n} (8 at a time)       {:.1} s", moto_alone.as_secs_f64());
     println!("  apiserver alone, a tenant's objects x {n} (8 at a time)  {:.1} s", apiserver_alone.as_secs_f64());
 
     if std::env::var("BENCH_STEADY").is_ok_and(|v| v == "1") {
         steady(metrics_port, operator.pid()).await;
     }
+}
+
+/// The time the reads between two scrapes need at least under the read budgets: the slowest
+/// budget's requests over its rate.
+fn read_floor(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> f64 {
+    let (a, b) = (
+        by_label(after, "imaging_tenant_operator_aws_budget_requests_total", "budget"),
+        by_label(before, "imaging_tenant_operator_aws_budget_requests_total", "budget"),
+    );
+    let rates = by_label(after, "imaging_tenant_operator_aws_budget_rate", "budget");
+    a.iter()
+        .filter_map(|(k, v)| rates.get(k).filter(|r| **r > 0.0).map(|r| (v - b.get(k).copied().unwrap_or(0.0)) / r))
+        .fold(0.0, f64::max)
+}
+
+/// The operator's resync interval: `BENCH_RESYNC`, else 120s when the steady state is measured
+/// and 10m otherwise.
+fn resync_interval() -> String {
+    let steady = std::env::var("BENCH_STEADY").is_ok_and(|v| v == "1");
+    std::env::var("BENCH_RESYNC").unwrap_or_else(|_| if steady { "120s" } else { "10m" }.into())
+}
+
+/// What each watch cache holds per tenant: the objects of each kind the operator caches, as the
+/// apiserver serializes them (JSON bytes per tenant) and as the cache keeps them (without
+/// managed fields). A proxy for the caches' share of the operator's memory.
+async fn cache_sizes(client: &kube::Client, n: usize) -> Vec<(&'static str, f64, f64)> {
+    use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, ServiceAccount};
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use k8s_openapi::api::rbac::v1::RoleBinding;
+
+    async fn per_tenant<K>(client: &kube::Client, selector: &str, n: usize) -> (&'static str, f64, f64)
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+        K: 'static,
+    {
+        let api: Api<K> = Api::all(client.clone());
+        let (mut full, mut kept) = (0usize, 0usize);
+        for mut obj in api.list(&ListParams::default().labels(selector)).await.expect("list").items {
+            full += serde_json::to_vec(&obj).map(|v| v.len()).unwrap_or(0);
+            obj.meta_mut().managed_fields = None;
+            kept += serde_json::to_vec(&obj).map(|v| v.len()).unwrap_or(0);
+        }
+        let kind: &'static str = Box::leak(K::kind(&()).into_owned().into_boxed_str());
+        (kind, full as f64 / 1024.0 / n as f64, kept as f64 / 1024.0 / n as f64)
+    }
+    let managed = "app.kubernetes.io/managed-by=imaging-tenant-operator";
+    vec![
+        per_tenant::<ImagingTenant>(client, SHARD, n).await,
+        per_tenant::<Namespace>(client, managed, n).await,
+        per_tenant::<NetworkPolicy>(client, managed, n).await,
+        per_tenant::<RoleBinding>(client, managed, n).await,
+        per_tenant::<ResourceQuota>(client, managed, n).await,
+        per_tenant::<LimitRange>(client, managed, n).await,
+        per_tenant::<ServiceAccount>(client, managed, n).await,
+    ]
 }
 
 /// What moto and the apiserver take alone for the writes of `n` tenants: each tenant's role, key,
@@ -302,8 +371,8 @@ async fn alone(client: &kube::Client, moto: &Moto, n: usize) -> (Duration, Durat
 /// The steady state over two resync intervals: AWS reads per second against the budgets, writes,
 /// memory. Needs the operator started with `ITO_RESYNC_INTERVAL=$BENCH_RESYNC`.
 async fn steady(metrics_port: u16, pid: u32) {
-    let resync = std::env::var("BENCH_RESYNC").unwrap_or_else(|_| "120s".into());
-    let secs: u64 = resync.trim_end_matches('s').parse().unwrap_or(120);
+    let resync = resync_interval();
+    let secs: u64 = resync.trim_end_matches('s').parse().expect("BENCH_RESYNC in seconds, like 120s");
     let before = metrics(metrics_port);
     let window = Duration::from_secs(2 * secs);
     tokio::time::sleep(window).await;

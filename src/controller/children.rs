@@ -137,7 +137,8 @@ where
     let api: Api<DeserializeGuard<K>> = Api::all(client.clone());
     let (reader, writer) = reflector::store();
     let metrics = metrics.clone();
-    let triggers = reflector::reflector(writer, watcher(api, watcher::Config::default().labels(selector)))
+    let watch = watcher(api, watcher::Config::default().labels(selector)).modify(prune);
+    let triggers = reflector::reflector(writer, watch)
         .default_backoff()
         .touched_objects()
         .filter_map(move |event| {
@@ -152,6 +153,15 @@ where
         })
         .boxed();
     (reader, triggers)
+}
+
+/// What a cache keeps of an object: everything but its managed fields, which the comparison with
+/// the desired object never reads and which make up much of a server-side applied object.
+pub(crate) fn prune<K: Resource>(object: &mut DeserializeGuard<K>) {
+    match &mut object.0 {
+        Ok(obj) => obj.meta_mut().managed_fields = None,
+        Err(invalid) => invalid.metadata.managed_fields = None,
+    }
 }
 
 /// Waits for a cache's first full list. A store's readiness wakes only its latest waiter (the
@@ -325,12 +335,8 @@ async fn converge_kind<K>(
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + Serialize + DeserializeOwned + Debug,
 {
-    let cache: Vec<Arc<DeserializeGuard<K>>> = store.state();
-    let cached = |ns: &str, name: &str| {
-        cache.iter().find_map(|g| {
-            g.0.as_ref().ok().filter(|o| o.meta().namespace.as_deref() == Some(ns) && o.name_any() == name).cloned()
-        })
-    };
+    let cached =
+        |ns: &str, name: &str| store.get(&ObjectRef::new(name).within(ns)).and_then(|g| g.0.as_ref().ok().cloned());
     for obj in wanted {
         let ns = obj.meta().namespace.clone().unwrap_or_default();
         if !namespaces.contains(&ns) {
@@ -341,7 +347,7 @@ where
     }
     let wanted_keys: BTreeSet<(String, String)> =
         wanted.iter().map(|o| (o.meta().namespace.clone().unwrap_or_default(), o.name_any())).collect();
-    for guard in &cache {
+    for guard in &store.state() {
         let Ok(obj) = &guard.0 else { continue };
         let ns = obj.meta().namespace.clone().unwrap_or_default();
         if !namespaces.contains(&ns) || !owned_by(obj, tenant_uid) {

@@ -28,7 +28,7 @@ use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{self as runtime, Config as ControllerConfig, Controller};
 use kube::runtime::events::Reporter;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use tracing::{info, warn};
 
 use crate::api::ImagingTenant;
@@ -74,7 +74,10 @@ pub(crate) async fn run(
     if let Some(selector) = &opts.tenant_selector {
         tenant_watch = tenant_watch.labels(selector);
     }
-    let controller = Controller::new(tenants, tenant_watch)
+    // The tenants' cache keeps no managed fields either (see `children::prune`).
+    let (tenant_reader, tenant_writer) = reflector::store();
+    let tenant_stream = watcher(tenants, tenant_watch).modify(children::prune).reflect(tenant_writer).applied_objects();
+    let controller = Controller::for_stream(tenant_stream, tenant_reader)
         .with_config(ControllerConfig::default().concurrency(opts.concurrency).debounce(Duration::from_millis(500)))
         .reconcile_on(triggers)
         .reconcile_all_on(guard_changed);
