@@ -488,7 +488,7 @@ impl Buckets for Aws {
         if !missing.is_empty() {
             let keys = missing.keys();
             self.add_bucket_tags(want, &live.tags, missing).await?;
-            step.repaired(KIND, format!("restored tags {keys} of S3 bucket {}", want.name));
+            step.repaired(KIND, "tags", format!("restored tags {keys} of S3 bucket {}", want.name));
         }
         Ok(live.status)
     }

@@ -280,7 +280,7 @@ async fn verify_aws(tenant: &ImagingTenant, ctx: &Context, claims: &Claims, want
     let mut scoped = tenant.clone();
     scoped.spec.namespaces.retain(|n| claims.owned.contains(&n.name));
     let mut progress = status::StatusProgress::new(ctx.client.clone(), tenant.name_any());
-    let CloudReport { ids, verdicts, events, error } =
+    let CloudReport { ids, verdicts, events, repairs: _, error } =
         ctx.cloud.provision(&scoped, &ctx.settings, &known, &mut progress).await;
     for e in events {
         ctx.events.publish(tenant, EventType::Normal, e.reason, "ReconcileAws", e.note).await;
