@@ -594,15 +594,20 @@ impl Buckets for Aws {
             self.put_logging(want),
         )
         .await?;
-        self.setting(
-            step,
-            want,
-            "bucket policy",
-            || self.bucket_policy(want),
-            Some(Policy(want.policy.clone())),
-            self.put_bucket_policy(want),
-        )
-        .await
+        let live = self.bucket_policy(want).await?.map(|p| p.0);
+        Setting { kind: KIND, what: "bucket policy", resource: &bucket(want) }
+            .converge_policy(
+                step,
+                live,
+                &want.policy,
+                async {
+                    self.put_bucket_policy(want).await?;
+                    Ok(self.bucket_policy(want).await?.map(|p| p.0))
+                },
+                "S3",
+                format!("restored the bucket policy of S3 bucket {}", want.name),
+            )
+            .await
     }
 
     async fn retire(&self, want: &BucketSpec, pass: &mut Retiring) -> Result<BucketRetirement, CloudError> {

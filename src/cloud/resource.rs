@@ -65,17 +65,18 @@ impl Setting<'_> {
             |p| p.as_ref().is_some_and(|p| policy::equivalent(p, wanted)),
             write_and_read_back,
             |_| format!("{service} returns another document than the one written"),
-            |found| format!("{repaired} (found {})", found_document(found.as_ref())),
+            |found| format!("{repaired} (found {})", found_document(found.as_ref(), wanted)),
         )
         .await
     }
 }
 
-/// A policy document found in place of the operator's, short enough for an Event's note.
-fn found_document(found: Option<&Value>) -> String {
-    const MAX: usize = 300;
-    let Some(doc) = found else { return "none".into() };
-    let text = doc.to_string();
+/// How a policy document found in place of the operator's differs, short enough for an
+/// Event's note.
+fn found_document(found: Option<&Value>, wanted: &Value) -> String {
+    const MAX: usize = 400;
+    let Some(doc) = found else { return "no policy".into() };
+    let text = policy::difference(doc, wanted);
     match text.char_indices().nth(MAX) {
         Some((cut, _)) => format!("{}...", &text[..cut]),
         None => text,
