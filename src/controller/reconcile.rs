@@ -285,8 +285,7 @@ async fn verify_aws(
     // A change made while the spec is unchanged is drift; one following the spec is not.
     let drift = |aws: &[Repair]| if is_restoring(tenant) { detection::detections(aws, repaired) } else { Vec::new() };
     if !ctx.aws_checks.due(tenant, uid, ctx.resync_interval) {
-        let detections = drift(&[]);
-        if !detections.is_empty() || ctx.reports.recheck_in(uid).is_some_and(|r| r.is_zero()) {
+        if let Some(detections) = ctx.reports.to_publish(uid, drift(&[]), false, Instant::now()) {
             super::reports::publish(tenant, ctx, &detections).await;
         }
         return match ctx.aws_checks.last(uid) {
@@ -305,7 +304,8 @@ async fn verify_aws(
         ctx.events.publish(tenant, EventType::Normal, e.reason, "ReconcileAws", e.note).await;
     }
     ctx.aws_checks.record(tenant, uid, &verdicts, &ids);
-    super::reports::publish(tenant, ctx, &drift(&repairs)).await;
+    let detections = ctx.reports.to_publish(uid, drift(&repairs), true, Instant::now()).unwrap_or_default();
+    super::reports::publish(tenant, ctx, &detections).await;
     AwsOutcome {
         verdicts,
         ids,

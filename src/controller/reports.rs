@@ -44,7 +44,14 @@ pub(crate) struct Reports {
     /// Per tenant UID: each control's last result.
     last: Mutex<HashMap<String, HashMap<String, Verdict>>>,
     /// Per tenant UID: when the controls published as repaired are to be read again.
-    recheck: Mutex<HashMap<String, Instant>>,
+    recheck: Mutex<HashMap<String, Recheck>>,
+}
+
+/// The controls published as repaired are read again `at`; what was repaired since is
+/// published then.
+struct Recheck {
+    at: Instant,
+    held: Vec<Detection>,
 }
 
 impl Reports {
@@ -75,7 +82,33 @@ impl Reports {
     /// How long until the controls published as repaired are read again (zero: now), if any are.
     pub(crate) fn recheck_in(&self, uid: &str) -> Option<Duration> {
         let recheck = self.recheck.lock().expect("reports lock");
-        recheck.get(uid).map(|at| at.saturating_duration_since(Instant::now()))
+        recheck.get(uid).map(|r| r.at.saturating_duration_since(Instant::now()))
+    }
+
+    /// Whether to publish now, and with which repairs: always after an AWS verification
+    /// (`verified`); otherwise when something was `found` repaired, or a recheck is due. Repairs
+    /// found before a pending recheck are held until it: a change undone over and over (another
+    /// controller fighting over an object) costs one reading of the tenant per `RECHECK_AFTER`.
+    pub(crate) fn to_publish(
+        &self,
+        uid: &str,
+        found: Vec<Detection>,
+        verified: bool,
+        now: Instant,
+    ) -> Option<Vec<Detection>> {
+        let mut recheck = self.recheck.lock().expect("reports lock");
+        match recheck.get_mut(uid) {
+            Some(r) if !verified && now < r.at => {
+                r.held.extend(found);
+                None
+            }
+            Some(_) => {
+                let held = recheck.remove(uid).map(|r| r.held).unwrap_or_default();
+                Some(held.into_iter().chain(found).collect())
+            }
+            None if found.is_empty() && !verified => None,
+            None => Some(found),
+        }
     }
 }
 
@@ -133,7 +166,7 @@ pub(crate) async fn publish(tenant: &ImagingTenant, ctx: &Context, detections: &
         if detections.is_empty() {
             recheck.remove(&uid);
         } else {
-            recheck.insert(uid.clone(), Instant::now() + RECHECK_AFTER);
+            recheck.insert(uid.clone(), Recheck { at: Instant::now() + RECHECK_AFTER, held: Vec::new() });
         }
     }
     let results: Vec<(&str, &str)> = findings.iter().map(|f| (f.control.id, f.outcome.result.as_str())).collect();
@@ -220,6 +253,46 @@ mod tests {
         assert!(findings[0].outcome.message.contains("Suspended"), "{}", findings[0].outcome.message);
         assert!(findings[0].outcome.message.contains("restored"));
         assert_eq!(findings[1].outcome.result, Verdict::Pass, "other controls are as read");
+    }
+
+    fn found(control: &'static [&'static str]) -> Vec<Detection> {
+        vec![Detection { controls: control, note: "changed".into() }]
+    }
+
+    fn pending(reports: &Reports, uid: &str, at: Instant) {
+        reports.recheck.lock().unwrap().insert(uid.into(), Recheck { at, held: Vec::new() });
+    }
+
+    #[test]
+    fn nothing_repaired_and_no_recheck_due_publishes_nothing() {
+        let reports = Reports::default();
+        let now = Instant::now();
+        assert_eq!(reports.to_publish("t", Vec::new(), false, now), None);
+        assert_eq!(reports.to_publish("t", Vec::new(), true, now), Some(Vec::new()), "a verification publishes");
+        assert_eq!(reports.to_publish("t", found(&["ITO-K8S-03"]), false, now), Some(found(&["ITO-K8S-03"])));
+    }
+
+    #[test]
+    fn repairs_before_a_pending_recheck_are_held_until_it() {
+        let reports = Reports::default();
+        let now = Instant::now();
+        pending(&reports, "t", now + RECHECK_AFTER);
+        assert_eq!(reports.to_publish("t", found(&["ITO-K8S-05"]), false, now), None);
+        assert_eq!(reports.to_publish("t", found(&["ITO-K8S-03"]), false, now), None);
+        let due = now + RECHECK_AFTER;
+        let published = reports.to_publish("t", Vec::new(), false, due).expect("the recheck publishes");
+        assert_eq!(published, [found(&["ITO-K8S-05"]), found(&["ITO-K8S-03"])].concat());
+        assert_eq!(reports.recheck_in("t"), None, "taken; publishing schedules the next");
+    }
+
+    #[test]
+    fn a_verification_publishes_at_once_with_what_was_held() {
+        let reports = Reports::default();
+        let now = Instant::now();
+        pending(&reports, "t", now + RECHECK_AFTER);
+        assert_eq!(reports.to_publish("t", found(&["ITO-K8S-05"]), false, now), None);
+        let published = reports.to_publish("t", found(&["ITO-S3-06"]), true, now).expect("published");
+        assert_eq!(published, [found(&["ITO-K8S-05"]), found(&["ITO-S3-06"])].concat());
     }
 
     #[test]
