@@ -488,7 +488,7 @@ impl Buckets for Aws {
         if !missing.is_empty() {
             let keys = missing.keys();
             self.add_bucket_tags(want, &live.tags, missing).await?;
-            step.repaired(KIND, format!("restored tags {keys} of S3 bucket {}", want.name));
+            step.repaired(KIND, "tags", format!("restored tags {keys} of S3 bucket {}", want.name));
         }
         Ok(live.status)
     }
@@ -594,15 +594,20 @@ impl Buckets for Aws {
             self.put_logging(want),
         )
         .await?;
-        self.setting(
-            step,
-            want,
-            "bucket policy",
-            || self.bucket_policy(want),
-            Some(Policy(want.policy.clone())),
-            self.put_bucket_policy(want),
-        )
-        .await
+        let live = self.bucket_policy(want).await?.map(|p| p.0);
+        Setting { kind: KIND, what: "bucket policy", resource: &bucket(want) }
+            .converge_policy(
+                step,
+                live,
+                &want.policy,
+                async {
+                    self.put_bucket_policy(want).await?;
+                    Ok(self.bucket_policy(want).await?.map(|p| p.0))
+                },
+                "S3",
+                format!("restored the bucket policy of S3 bucket {}", want.name),
+            )
+            .await
     }
 
     async fn retire(&self, want: &BucketSpec, pass: &mut Retiring) -> Result<BucketRetirement, CloudError> {

@@ -195,7 +195,7 @@ impl Identities for Aws {
         if !missing.is_empty() {
             let keys = missing.keys();
             self.tag_role(want, missing).await?;
-            step.repaired(KIND, format!("restored tags {keys} of IAM role {}", want.name));
+            step.repaired(KIND, "tags", format!("restored tags {keys} of IAM role {}", want.name));
         }
         Ok(status)
     }
@@ -228,11 +228,15 @@ impl Identities for Aws {
         // other policy on it is removed.
         for name in inline.iter().filter(|n| **n != want.inline_policy_name) {
             self.delete_role_policy(want, name, &[]).await?;
-            step.repaired(KIND, format!("removed inline policy {name} from IAM role {}", want.name));
+            step.repaired(
+                KIND,
+                "other inline policy",
+                format!("removed inline policy {name} from IAM role {}", want.name),
+            );
         }
         for arn in &attached {
             self.detach_role_policy(want, arn, &[]).await?;
-            step.repaired(KIND, format!("detached managed policy {arn} from IAM role {}", want.name));
+            step.repaired(KIND, "managed policy", format!("detached managed policy {arn} from IAM role {}", want.name));
         }
         Ok(())
     }

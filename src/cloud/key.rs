@@ -258,11 +258,15 @@ impl Aws {
         // A key pending deletion or disabled still protects the tenant's data: bring it back.
         if live.state == Some(KeyState::PendingDeletion) {
             self.kms.cancel_key_deletion().key_id(id).send().await.aws_context("kms:CancelKeyDeletion", &name)?;
-            step.repaired(KIND, format!("cancelled the scheduled deletion of {name}"));
+            step.repaired(KIND, "scheduled deletion", format!("cancelled the scheduled deletion of {name}"));
         }
         if matches!(live.state, Some(KeyState::PendingDeletion | KeyState::Disabled)) {
             self.kms.enable_key().key_id(id).send().await.aws_context("kms:EnableKey", &name)?;
-            step.repaired(KIND, format!("re-enabled {name}"));
+            step.repaired(
+                KIND,
+                "key state",
+                format!("re-enabled {name} (found it {})", live.state.as_ref().map_or("unknown", |s| s.as_str())),
+            );
         }
         if want.rotation_enabled {
             Setting { kind: KIND, what: "automatic rotation", resource: &name }
@@ -299,11 +303,15 @@ impl Aws {
                     // The alias name carries the tenant's hash: it belongs to this tenant's key.
                     let sent = self.kms.update_alias().alias_name(&want.alias).target_key_id(id).send().await;
                     sent.aws_context("kms:UpdateAlias", &name)?;
-                    step.repaired(KIND, format!("pointed alias {} back from key {} to {name}", want.alias, target.id));
+                    step.repaired(
+                        KIND,
+                        "alias",
+                        format!("pointed alias {} back from key {} to {name}", want.alias, target.id),
+                    );
                 }
                 None => {
                     self.create_alias(want, id).await?;
-                    step.repaired(KIND, format!("created the missing alias {} of {name}", want.alias));
+                    step.repaired(KIND, "alias", format!("created the missing alias {} of {name}", want.alias));
                 }
             }
         }
@@ -311,7 +319,7 @@ impl Aws {
         if !missing.is_empty() {
             let keys = missing.keys();
             self.tag_key(want, id, missing).await?;
-            step.repaired(KIND, format!("restored tags {keys} of {name}"));
+            step.repaired(KIND, "tags", format!("restored tags {keys} of {name}"));
         }
         Ok(())
     }

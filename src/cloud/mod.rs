@@ -109,6 +109,17 @@ pub const DELETED: &str = "Deleted";
 pub const ACCESS_REVOKED: &str = "AccessRevoked";
 pub(crate) const DELETION_BLOCKED_EVENT: &str = "DeletionBlocked";
 
+/// A setting of one of the tenant's own resources (not the replica's) that a pass found
+/// changed and restored: what the controls that judge it are told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Repair {
+    pub kind: ResourceKind,
+    /// The setting, as the converge step names it: `trust policy`, `versioning`, ...
+    pub what: &'static str,
+    /// What was found and done, as in the `Repaired` event.
+    pub note: String,
+}
+
 /// The outcome of [`Cloud::provision`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct CloudReport {
@@ -116,6 +127,8 @@ pub struct CloudReport {
     /// IdentityReady, KeyReady, BucketReady, BucketSecured, in that order.
     pub verdicts: Vec<Verdict>,
     pub events: Vec<CloudEvent>,
+    /// The settings of the tenant's resources found changed and restored.
+    pub repairs: Vec<Repair>,
     /// The first failure, for the back-off decision.
     pub error: Option<CloudError>,
 }
@@ -210,6 +223,7 @@ pub(crate) struct Step<'a> {
     recorded: CloudIds,
     progress: &'a mut dyn Progress,
     events: Vec<CloudEvent>,
+    repairs: Vec<Repair>,
     /// Resources created in this pass: their settings are part of "Created", not repairs.
     created: Vec<(ResourceKind, Side)>,
     /// Which side the resource at hand is on: where its ID is recorded.
@@ -223,6 +237,7 @@ impl<'a> Step<'a> {
             recorded: known.clone(),
             progress,
             events: Vec::new(),
+            repairs: Vec::new(),
             created: Vec::new(),
             side: Side::Source,
         }
@@ -277,11 +292,16 @@ impl<'a> Step<'a> {
         self.created.contains(&(kind, self.side))
     }
 
-    /// A `Repaired` event, unless the resource is new in this pass.
-    pub(crate) fn repaired(&mut self, kind: ResourceKind, note: String) {
-        if !self.is_new(kind) {
-            self.event(REPAIRED, note);
+    /// A `Repaired` event of setting `what`, unless the resource is new in this pass; on the
+    /// tenant's own side, also a [`Repair`] for the report.
+    pub(crate) fn repaired(&mut self, kind: ResourceKind, what: &'static str, note: String) {
+        if self.is_new(kind) {
+            return;
         }
+        if self.side == Side::Source {
+            self.repairs.push(Repair { kind, what, note: note.clone() });
+        }
+        self.event(REPAIRED, note);
     }
 
     pub(crate) fn event(&mut self, reason: &'static str, note: String) {
@@ -777,7 +797,13 @@ pub(crate) async fn provision(
         (_, Some(r), Some(outcome)) => verdicts.extend(outcome.verdicts(r)),
         _ => {}
     }
-    CloudReport { ids: step.ids.clone(), verdicts, events: std::mem::take(&mut step.events), error }
+    CloudReport {
+        ids: step.ids.clone(),
+        verdicts,
+        events: std::mem::take(&mut step.events),
+        repairs: std::mem::take(&mut step.repairs),
+        error,
+    }
 }
 
 /// Who does what for replication: the replication region's keys, buckets and replications,

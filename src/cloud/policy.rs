@@ -22,6 +22,31 @@ pub fn equivalent(a: &Value, b: &Value) -> bool {
     normalize(a) == normalize(b)
 }
 
+/// How `found` differs from `wanted`, statement by statement (compared as [`equivalent`]
+/// compares): the statements that are not the wanted ones, and the wanted ones missing, by Sid.
+pub(crate) fn difference(found: &Value, wanted: &Value) -> String {
+    let statements = |p: &Value| -> Vec<(Value, Value)> {
+        let listed = p.get("Statement").map(one_or_many).unwrap_or_default();
+        listed.into_iter().map(|s| (statement(&s), s)).collect()
+    };
+    let (found, wanted) = (statements(found), statements(wanted));
+    let other: Vec<&Value> =
+        found.iter().filter(|(f, _)| !wanted.iter().any(|(w, _)| w == f)).map(|(_, s)| s).collect();
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter(|(w, _)| !found.iter().any(|(f, _)| f == w))
+        .map(|(_, s)| s["Sid"].as_str().map_or_else(|| s.to_string(), str::to_string))
+        .collect();
+    let mut parts = Vec::new();
+    if !other.is_empty() {
+        parts.push(format!("statements not the operator's: {}", Value::Array(other.into_iter().cloned().collect())));
+    }
+    if !missing.is_empty() {
+        parts.push(format!("the operator's statements missing or changed: {}", missing.join(", ")));
+    }
+    if parts.is_empty() { "the same statements in another document".into() } else { parts.join("; ") }
+}
+
 /// The canonical form compared by [`equivalent`].
 pub(crate) fn normalize(policy: &Value) -> Value {
     let Some(doc) = policy.as_object() else {
@@ -130,6 +155,22 @@ mod tests {
             {"Resource": ["arn:x"], "Action": ["s3:PutObject", "s3:GetObject"], "Effect": "Allow", "Sid": "A"},
         ], "Version": "2012-10-17"});
         assert!(equivalent(&a, &b));
+    }
+
+    #[test]
+    fn the_difference_names_foreign_statements_and_missing_sids() {
+        let wanted = json!({"Statement": [
+            {"Sid": "A", "Effect": "Deny", "Action": "s3:*", "Resource": "arn:x"},
+            {"Sid": "B", "Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:x"},
+        ]});
+        let found = json!({"Statement": [
+            {"Sid": "B", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": "arn:x"},
+            {"Sid": "T", "Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+        ]});
+        let d = difference(&found, &wanted);
+        assert!(d.contains(r#""Sid":"T""#) && !d.contains(r#""Sid":"B""#), "{d}");
+        assert!(d.ends_with("the operator's statements missing or changed: A"), "{d}");
+        assert_eq!(difference(&wanted, &wanted), "the same statements in another document");
     }
 
     #[test]

@@ -44,7 +44,7 @@ impl Setting<'_> {
                 detail: differs(&answer),
             });
         }
-        step.repaired(self.kind, repaired(&live));
+        step.repaired(self.kind, self.what, repaired(&live));
         Ok(())
     }
 
@@ -65,9 +65,21 @@ impl Setting<'_> {
             |p| p.as_ref().is_some_and(|p| policy::equivalent(p, wanted)),
             write_and_read_back,
             |_| format!("{service} returns another document than the one written"),
-            |_| repaired,
+            |found| format!("{repaired} (found {})", found_document(found.as_ref(), wanted)),
         )
         .await
+    }
+}
+
+/// How a policy document found in place of the operator's differs, short enough for an
+/// Event's note.
+fn found_document(found: Option<&Value>, wanted: &Value) -> String {
+    const MAX: usize = 400;
+    let Some(doc) = found else { return "no policy".into() };
+    let text = policy::difference(doc, wanted);
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text,
     }
 }
 

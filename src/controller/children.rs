@@ -204,6 +204,8 @@ pub(crate) struct Changes {
     /// UIDs of the objects in `created`, in the same order.
     pub(crate) created_uids: Vec<String>,
     pub(crate) repaired: Vec<String>,
+    /// The objects in tenant namespaces among `repaired`, for the controls that judge them.
+    pub(crate) repairs: Vec<ObjectRepair>,
     pub(crate) removed: Vec<String>,
     pub(crate) detached: Vec<String>,
     /// Access taken away from a retained namespace.
@@ -215,6 +217,16 @@ impl Changes {
         self.created.push(what);
         self.created_uids.push(uid.unwrap_or_default());
     }
+}
+
+/// An object in a tenant namespace found changed and restored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ObjectRepair {
+    /// `NetworkPolicy`, `RoleBinding`, ...
+    pub(crate) kind: String,
+    pub(crate) name: String,
+    /// What was found and done.
+    pub(crate) note: String,
 }
 
 /// Per part of the tenant, the first error applying it met.
@@ -254,6 +266,31 @@ fn contains(observed: &Value, desired: &Value) -> bool {
     }
 }
 
+/// The top-level fields of `observed` that differ from `desired` (apart from metadata): what
+/// someone changed.
+fn differing(observed: &Value, desired: &Value) -> Value {
+    let fields: serde_json::Map<String, Value> = desired
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, d)| {
+            !matches!(k.as_str(), "metadata" | "apiVersion" | "kind") && !contains(&observed[k.as_str()], d)
+        })
+        .map(|(k, _)| (k.clone(), observed[k.as_str()].clone()))
+        .collect();
+    Value::Object(fields)
+}
+
+/// JSON cut short enough for an Event's note.
+fn short(v: &Value) -> String {
+    const MAX: usize = 300;
+    let text = v.to_string();
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text,
+    }
+}
+
 /// `Kind namespace/name`, for Events and errors.
 pub(crate) fn describe<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     match obj.meta().namespace.as_deref() {
@@ -286,9 +323,11 @@ where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
 {
     let want = to_json(obj);
+    let mut found = String::new();
     if let Some(have) = cached {
         let have = serde_json::to_value(have).unwrap_or_default();
         let foreign = foreign_policy_rules(&K::kind(&()), &have, &want);
+        found = short(&if foreign.is_empty() { differing(&have, &want) } else { json!({"spec": have["spec"]}) });
         if foreign.is_empty() && contains(&have, &want) {
             return Ok(());
         }
@@ -307,7 +346,12 @@ where
         .map_err(|source| Error::Apply { what: describe(obj), source })?;
     // The cache may lag behind our own writes: report only what this apply really changed.
     match cached {
-        Some(have) if have.resource_version() != applied.resource_version() => changes.repaired.push(describe(obj)),
+        Some(have) if have.resource_version() != applied.resource_version() => {
+            let what = describe(obj);
+            let note = format!("{what} had been changed (found {found}); the operator restored it");
+            changes.repairs.push(ObjectRepair { kind: K::kind(&()).to_string(), name: obj.name_any(), note });
+            changes.repaired.push(what);
+        }
         Some(_) => {}
         None if is_fresh(&applied) => changes.created(describe(obj), applied.uid()),
         None => {}

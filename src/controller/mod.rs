@@ -10,6 +10,7 @@
 
 mod children;
 mod context;
+mod detection;
 mod drift;
 mod error;
 mod events;

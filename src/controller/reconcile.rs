@@ -15,8 +15,9 @@ use kube::runtime::finalizer::{self, Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
 
-use super::children::{self, Changes, Part};
+use super::children::{self, Changes, ObjectRepair, Part};
 use super::context::Context;
+use super::detection;
 use super::error::Error;
 use super::guard;
 use super::namespaces::{self, Claims, Retired, Volumes};
@@ -24,7 +25,7 @@ use super::status;
 use crate::api::condition::{self as cond, Verdict};
 use crate::api::metadata::FINALIZER;
 use crate::api::{DeletionPolicy, ImagingTenant, ImagingTenantStatus};
-use crate::cloud::{CloudIds, CloudReport, Retirement};
+use crate::cloud::{CloudIds, CloudReport, Repair, Retirement};
 use crate::desired::cluster_network;
 use crate::desired::kubernetes as desired;
 
@@ -120,7 +121,7 @@ async fn apply(tenant: &ImagingTenant, ctx: &Context) -> Result<Action, Error> {
     let owned: Vec<String> = claims.owned.iter().cloned().collect();
     let cluster_policy = guard::apply(&ctx.client, &layers, tenant, &owned, &mut changes).await;
     ctx.events.changes(tenant, &changes, is_restoring(tenant)).await;
-    let aws = verify_aws(tenant, ctx, &claims, wanted.len()).await;
+    let aws = verify_aws(tenant, ctx, &claims, wanted.len(), &changes.repairs).await;
 
     let waiting = claims.incomplete(wanted.len());
     let mut verdicts = vec![status::namespaces_verdict(&claims)];
@@ -157,9 +158,13 @@ async fn apply(tenant: &ImagingTenant, ctx: &Context) -> Result<Action, Error> {
         }
         Next::Requeue(after) => {
             ctx.backoff.reset(uid);
-            // Back at the tenant's slot for its next AWS verification (spread over the interval).
+            // Back at the tenant's slot for its next AWS verification (spread over the interval),
+            // or sooner to read again what the report shows as found changed and restored (one
+            // already due waits for a pass that can read it).
             let due = ctx.aws_checks.due_in(uid, ctx.resync_interval);
-            Action::requeue(if due.is_zero() { after } else { after.min(due) })
+            let after = if due.is_zero() { after } else { after.min(due) };
+            let recheck = ctx.reports.recheck_in(uid).filter(|r| !r.is_zero()).map(|r| r.max(Duration::from_secs(1)));
+            Action::requeue(recheck.map_or(after, |r| after.min(r)))
         }
     })
 }
@@ -247,8 +252,16 @@ struct AwsOutcome {
 
 /// AWS is provisioned only with every namespace owned, so the role's trust policy never names a
 /// namespace that belongs to someone else. It is read again when due (resync, spec change,
-/// request, failure); in between, the last verification stands.
-async fn verify_aws(tenant: &ImagingTenant, ctx: &Context, claims: &Claims, wanted: usize) -> AwsOutcome {
+/// request, failure); in between, the last verification stands. The controls are judged after
+/// each verification, after a pass that repaired an object in a tenant namespace (`repaired`),
+/// and when what such a pass published as failing is due to be read again.
+async fn verify_aws(
+    tenant: &ImagingTenant,
+    ctx: &Context,
+    claims: &Claims,
+    wanted: usize,
+    repaired: &[ObjectRepair],
+) -> AwsOutcome {
     let uid = tenant_uid(tenant);
     let previous = tenant.status.clone().unwrap_or_default();
     let known = CloudIds::of(&previous);
@@ -269,7 +282,12 @@ async fn verify_aws(tenant: &ImagingTenant, ctx: &Context, claims: &Claims, want
     {
         ctx.aws_checks.seed(tenant, uid, &recorded, &known, ctx.resync_interval);
     }
+    // A change made while the spec is unchanged is drift; one following the spec is not.
+    let drift = |aws: &[Repair]| if is_restoring(tenant) { detection::detections(aws, repaired) } else { Vec::new() };
     if !ctx.aws_checks.due(tenant, uid, ctx.resync_interval) {
+        if let Some(detections) = ctx.reports.to_publish(uid, drift(&[]), false, Instant::now()) {
+            super::reports::publish(tenant, ctx, &detections).await;
+        }
         return match ctx.aws_checks.last(uid) {
             Some(last) => {
                 AwsOutcome { verdicts: last.verdicts, ids: last.ids, retryable_failure: false, failure: None }
@@ -280,13 +298,14 @@ async fn verify_aws(tenant: &ImagingTenant, ctx: &Context, claims: &Claims, want
     let mut scoped = tenant.clone();
     scoped.spec.namespaces.retain(|n| claims.owned.contains(&n.name));
     let mut progress = status::StatusProgress::new(ctx.client.clone(), tenant.name_any());
-    let CloudReport { ids, verdicts, events, error } =
+    let CloudReport { ids, verdicts, events, repairs, error } =
         ctx.cloud.provision(&scoped, &ctx.settings, &known, &mut progress).await;
     for e in events {
         ctx.events.publish(tenant, EventType::Normal, e.reason, "ReconcileAws", e.note).await;
     }
     ctx.aws_checks.record(tenant, uid, &verdicts, &ids);
-    super::reports::publish(tenant, ctx).await;
+    let detections = ctx.reports.to_publish(uid, drift(&repairs), true, Instant::now()).unwrap_or_default();
+    super::reports::publish(tenant, ctx, &detections).await;
     AwsOutcome {
         verdicts,
         ids,

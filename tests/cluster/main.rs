@@ -27,6 +27,7 @@ mod restore_drill;
 mod runtime_leader_election;
 mod runtime_shutdown;
 mod smoke;
+mod tamper;
 
 mod cloud_fixtures;
 mod guard;
