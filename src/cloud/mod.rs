@@ -116,6 +116,8 @@ pub struct Repair {
     pub kind: ResourceKind,
     /// The setting, as the converge step names it: `trust policy`, `versioning`, ...
     pub what: &'static str,
+    /// Whether it is the replica's (bucket, key or replication role) rather than the tenant's own.
+    pub replica: bool,
     /// What was found and done, as in the `Repaired` event.
     pub note: String,
 }
@@ -298,9 +300,7 @@ impl<'a> Step<'a> {
         if self.is_new(kind) {
             return;
         }
-        if self.side == Side::Source {
-            self.repairs.push(Repair { kind, what, note: note.clone() });
-        }
+        self.repairs.push(Repair { kind, what, replica: self.side == Side::Replica, note: note.clone() });
         self.event(REPAIRED, note);
     }
 

@@ -14,7 +14,7 @@ pub(crate) struct Detection {
 }
 
 /// The controls judging an AWS setting, by resource kind and the setting as the converge step
-/// names it. Settings no control judges (the role's tags, replication) map to none.
+/// names it. Settings no control judges (the role's tags) map to none.
 const AWS: &[(ResourceKind, &str, &[&str])] = &[
     (ResourceKind::Bucket, "Block Public Access", &["ITO-S3-01"]),
     (ResourceKind::Bucket, "Object Ownership", &["ITO-S3-02"]),
@@ -47,8 +47,22 @@ const KUBERNETES: &[(&str, Option<&str>, &[&str])] = &[
     ("ServiceAccount", None, &["ITO-K8S-09"]),
 ];
 
-fn aws_controls(kind: ResourceKind, what: &str) -> &'static [&'static str] {
-    AWS.iter().find(|(k, w, _)| *k == kind && *w == what).map_or(&[], |(_, _, ids)| ids)
+/// The controls judging the replica's resources and the replication configuration, whatever the
+/// setting: each judges all of one resource's settings.
+const REPLICA: &[(ResourceKind, &[&str])] = &[
+    (ResourceKind::Bucket, &["ITO-DR-02"]),
+    (ResourceKind::Key, &["ITO-DR-03"]),
+    (ResourceKind::Role, &["ITO-DR-04"]),
+];
+
+fn aws_controls(repair: &Repair) -> &'static [&'static str] {
+    if repair.what == "replication configuration" {
+        return &["ITO-DR-01"];
+    }
+    if repair.replica {
+        return REPLICA.iter().find(|(k, _)| *k == repair.kind).map_or(&[], |(_, ids)| ids);
+    }
+    AWS.iter().find(|(k, w, _)| *k == repair.kind && *w == repair.what).map_or(&[], |(_, _, ids)| ids)
 }
 
 fn kubernetes_controls(kind: &str, name: &str) -> &'static [&'static str] {
@@ -57,7 +71,7 @@ fn kubernetes_controls(kind: &str, name: &str) -> &'static [&'static str] {
 
 /// What the AWS verification and the apply of this pass repaired, judged by some control.
 pub(crate) fn detections(aws: &[Repair], kubernetes: &[ObjectRepair]) -> Vec<Detection> {
-    let aws = aws.iter().map(|r| Detection { controls: aws_controls(r.kind, r.what), note: r.note.clone() });
+    let aws = aws.iter().map(|r| Detection { controls: aws_controls(r), note: r.note.clone() });
     let kubernetes =
         kubernetes.iter().map(|r| Detection { controls: kubernetes_controls(&r.kind, &r.name), note: r.note.clone() });
     aws.chain(kubernetes).filter(|d| !d.controls.is_empty()).collect()
@@ -70,7 +84,12 @@ mod tests {
 
     #[test]
     fn every_mapped_control_is_in_the_catalogue() {
-        let mapped = AWS.iter().flat_map(|(_, _, ids)| *ids).chain(KUBERNETES.iter().flat_map(|(_, _, ids)| *ids));
+        let mapped = AWS
+            .iter()
+            .flat_map(|(_, _, ids)| *ids)
+            .chain(REPLICA.iter().flat_map(|(_, ids)| *ids))
+            .chain(KUBERNETES.iter().flat_map(|(_, _, ids)| *ids))
+            .chain(["ITO-DR-01"].iter());
         for id in mapped {
             assert!(CONTROLS.iter().any(|c| c.id == *id), "{id} is not a control");
         }
@@ -85,7 +104,7 @@ mod tests {
 
     #[test]
     fn repairs_no_control_judges_are_left_out() {
-        let repair = |kind, what: &'static str| Repair { kind, what, note: format!("restored {what}") };
+        let repair = |kind, what: &'static str| Repair { kind, what, replica: false, note: format!("restored {what}") };
         let found = detections(
             &[repair(ResourceKind::Role, "tags"), repair(ResourceKind::Bucket, "versioning")],
             &[ObjectRepair { kind: "RoleBinding".into(), name: "imaging-admins".into(), note: "changed".into() }],
@@ -93,5 +112,21 @@ mod tests {
         let controls: Vec<_> = found.iter().map(|d| d.controls).collect();
         assert_eq!(controls, [&["ITO-S3-06"][..], &["ITO-K8S-05", "ITO-K8S-06"][..]]);
         assert_eq!(found[0].note, "restored versioning");
+    }
+
+    #[test]
+    fn the_replicas_repairs_are_judged_by_the_replication_controls() {
+        let replica = |kind, what: &'static str| Repair { kind, what, replica: true, note: String::new() };
+        let found = detections(
+            &[
+                replica(ResourceKind::Bucket, "versioning"),
+                replica(ResourceKind::Key, "automatic rotation"),
+                replica(ResourceKind::Role, "trust policy"),
+                Repair { replica: false, ..replica(ResourceKind::Bucket, "replication configuration") },
+            ],
+            &[],
+        );
+        let controls: Vec<_> = found.iter().map(|d| d.controls).collect();
+        assert_eq!(controls, [&["ITO-DR-02"][..], &["ITO-DR-03"], &["ITO-DR-04"], &["ITO-DR-01"]]);
     }
 }
