@@ -165,6 +165,13 @@ async fn main() {
     let full_verification = full_started.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = metrics(metrics_port);
+    let steady_by_op: Vec<(String, f64)> = {
+        let (a, b) = (
+            by_label(&after, "imaging_tenant_operator_aws_calls_total", "operation"),
+            by_label(&before, "imaging_tenant_operator_aws_calls_total", "operation"),
+        );
+        a.iter().map(|(k, v)| (k.clone(), v - b.get(k).copied().unwrap_or(0.0))).filter(|(_, v)| *v > 0.0).collect()
+    };
     let reconciles = sum(&after, "imaging_tenant_operator_reconciliations_total", "") - reconciles_before;
     let delta = |prefix: &str, filter: &str| sum(&after, prefix, filter) - sum(&before, prefix, filter);
     let kube_reads = delta("imaging_tenant_operator_kubernetes_requests_total", "verb=\"get\"");
@@ -250,6 +257,10 @@ async fn main() {
     println!("  AWS calls while provisioning, by operation:");
     for (op, count) in &calls_by_op {
         println!("    {op:<40} {count:.0}");
+    }
+    println!("  AWS calls per steady-state reconcile, by operation:");
+    for (op, count) in &steady_by_op {
+        println!("    {op:<40} {:.2}", count / reconciles);
     }
     println!("  Kubernetes requests while provisioning, by verb:");
     for (verb, count) in &kube_by_verb {

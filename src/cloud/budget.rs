@@ -30,6 +30,8 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use tokio::time::Instant;
 
+use super::reuse;
+
 /// How long a throttled budget takes to climb back to its configured rate.
 pub(crate) const RECOVERY: Duration = Duration::from_secs(60);
 
@@ -199,6 +201,10 @@ impl Budgets {
 #[derive(Clone, Copy, Debug)]
 struct BudgetName(&'static str);
 
+/// Whether a request's operation changes something, carried likewise (see `reuse`).
+#[derive(Clone, Copy, Debug)]
+struct Writes(bool);
+
 /// Tags each request with its budget, and reports throttling answers to it.
 #[derive(Clone, Debug)]
 pub(crate) struct BudgetTag {
@@ -239,6 +245,8 @@ impl Intercept for BudgetTag {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         context.request_mut().add_extension(BudgetName(budget_from(cfg)));
+        let writes = cfg.load::<Metadata>().is_none_or(|m| super::calls::is_write(m.name()));
+        context.request_mut().add_extension(Writes(writes));
         Ok(())
     }
 
@@ -249,6 +257,7 @@ impl Intercept for BudgetTag {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         if let Some(response) = context.response()
+            && !reuse::is_reused(response)
             && is_throttling(response.status().as_u16(), response.body().bytes().unwrap_or_default())
         {
             self.budgets.throttled(budget_from(cfg));
@@ -257,7 +266,8 @@ impl Intercept for BudgetTag {
     }
 }
 
-/// An HTTP client that waits for the request's budget before sending.
+/// An HTTP client that waits for the request's budget before sending, and within a
+/// verification answers a read that AWS already answered (see `reuse`).
 #[derive(Clone, Debug)]
 pub(crate) struct BudgetedHttpClient {
     inner: SharedHttpClient,
@@ -288,13 +298,27 @@ struct BudgetedConnector {
 impl HttpConnector for BudgetedConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
         let budget = request.extension::<BudgetName>().map(|b| b.0).unwrap_or("other");
+        let writes = request.extension::<Writes>().is_none_or(|w| w.0);
+        let plan = match reuse::current() {
+            Some(answers) => answers.plan(&request, writes),
+            None => reuse::Plan::Send,
+        };
+        let keep = match plan {
+            reuse::Plan::Reused(response) => return HttpConnectorFuture::ready(Ok(response)),
+            reuse::Plan::Keep(answers, key) => Some((answers, key)),
+            reuse::Plan::Send => None,
+        };
         let wait = self.budgets.reserve(budget);
         let inner = self.inner.clone();
         HttpConnectorFuture::new(async move {
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
-            inner.call(request).await
+            let response = inner.call(request).await?;
+            Ok(match keep {
+                Some((answers, key)) => answers.keep(key, response).await,
+                None => response,
+            })
         })
     }
 }

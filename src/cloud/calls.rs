@@ -20,6 +20,8 @@ pub struct CallStats {
     pub writes: u64,
     /// HTTP attempts, retries included.
     pub attempts: u64,
+    /// Reads a verification answered from what AWS had answered it already (not in `calls`).
+    pub reused: u64,
 }
 
 impl CallStats {
@@ -41,6 +43,7 @@ impl CallStats {
             calls,
             writes: self.writes - earlier.writes.min(self.writes),
             attempts: self.attempts - earlier.attempts.min(self.attempts),
+            reused: self.reused - earlier.reused.min(self.reused),
         }
     }
 
@@ -78,10 +81,13 @@ impl Intercept for CallCounter {
 
     fn read_after_attempt(
         &self,
-        _context: &FinalizerInterceptorContextRef<'_>,
+        context: &FinalizerInterceptorContextRef<'_>,
         _runtime_components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
+        if context.response().is_some_and(super::reuse::is_reused) {
+            return Ok(());
+        }
         self.stats.lock().expect("call stats lock").attempts += 1;
         Ok(())
     }
@@ -96,6 +102,11 @@ impl Intercept for CallCounter {
             .load::<Metadata>()
             .map(|m| (m.service().to_ascii_lowercase(), m.name().to_string()))
             .unwrap_or_else(|| ("unknown".into(), "Unknown".into()));
+        // An answer the verification had already (see `reuse`) is no call to AWS.
+        if context.response().is_some_and(super::reuse::is_reused) {
+            self.stats.lock().expect("call stats lock").reused += 1;
+            return Ok(());
+        }
         let outcome = match context.output_or_error() {
             Some(Ok(_)) => "ok",
             _ => "error",

@@ -43,12 +43,14 @@ mod key;
 pub mod policy;
 mod replication;
 mod resource;
+mod reuse;
 mod sdk;
 
 pub use calls::CallStats;
 pub use error::{CloudError, ErrorClass, ResourceKind};
 pub use evidence::CallerIdentity;
 pub(crate) use resource::Retiring;
+pub(crate) use reuse::within as reading_once;
 use sdk::SdkResult;
 
 /// IDs of the tenant's AWS resources, as recorded in `status.{role,key,bucket,replica}`.

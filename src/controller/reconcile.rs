@@ -298,14 +298,20 @@ async fn verify_aws(
     let mut scoped = tenant.clone();
     scoped.spec.namespaces.retain(|n| claims.owned.contains(&n.name));
     let mut progress = status::StatusProgress::new(ctx.client.clone(), tenant.name_any());
-    let CloudReport { ids, verdicts, events, repairs, error } =
-        ctx.cloud.provision(&scoped, &ctx.settings, &known, &mut progress).await;
-    for e in events {
-        ctx.events.publish(tenant, EventType::Normal, e.reason, "ReconcileAws", e.note).await;
-    }
-    ctx.aws_checks.record(tenant, uid, &verdicts, &ids);
-    let detections = ctx.reports.to_publish(uid, drift(&repairs), true, Instant::now()).unwrap_or_default();
-    super::reports::publish(tenant, ctx, &detections).await;
+    // Converging reads every setting; the controls then read the same settings, which AWS
+    // answers once unless something was written in between.
+    let (ids, verdicts, error) = crate::cloud::reading_once(async {
+        let CloudReport { ids, verdicts, events, repairs, error } =
+            ctx.cloud.provision(&scoped, &ctx.settings, &known, &mut progress).await;
+        for e in events {
+            ctx.events.publish(tenant, EventType::Normal, e.reason, "ReconcileAws", e.note).await;
+        }
+        ctx.aws_checks.record(tenant, uid, &verdicts, &ids);
+        let detections = ctx.reports.to_publish(uid, drift(&repairs), true, Instant::now()).unwrap_or_default();
+        super::reports::publish(tenant, ctx, &detections).await;
+        (ids, verdicts, error)
+    })
+    .await;
     AwsOutcome {
         verdicts,
         ids,

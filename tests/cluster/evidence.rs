@@ -463,6 +463,16 @@ async fn invariant_13_the_operator_publishes_policy_reports_only_on_change_and_w
     let reconciles = op.metric_sum("imaging_tenant_operator_reconciliations_total", "").await;
     let aws_calls = op.metric_sum("imaging_tenant_operator_aws_calls_total", "").await;
     let kubernetes_requests = op.metric_sum("imaging_tenant_operator_kubernetes_requests_total", "").await;
+    let calls_of = |operation: &str| {
+        let filter = format!("operation=\"{operation}\"");
+        let op = &op;
+        async move { op.metric_sum("imaging_tenant_operator_aws_calls_total", &filter).await }
+    };
+    const READ_TWICE: [&str; 4] = ["GetBucketPolicy", "GetRole", "GetKeyPolicy", "GetKeyRotationStatus"];
+    let mut before_by_operation = Vec::new();
+    for operation in READ_TWICE {
+        before_by_operation.push(calls_of(operation).await);
+    }
     request_reconcile(&client, &name).await;
     wait_for(Duration::from_secs(30), "a reconcile after the request", || async {
         let n = op.metric_sum("imaging_tenant_operator_reconciliations_total", "").await;
@@ -479,6 +489,10 @@ async fn invariant_13_the_operator_publishes_policy_reports_only_on_change_and_w
         op.metric_sum("imaging_tenant_operator_aws_calls_total", "").await - aws_calls,
         op.metric_sum("imaging_tenant_operator_kubernetes_requests_total", "").await - kubernetes_requests,
     );
+    // Converging and judging the controls both read these settings; AWS is asked once.
+    for (operation, before) in READ_TWICE.into_iter().zip(before_by_operation) {
+        assert_eq!(calls_of(operation).await - before, 1.0, "{operation} sent to AWS once in one verification");
+    }
     let warnings = |events: Vec<(String, String)>| events.into_iter().filter(|(r, _)| r == "ControlFailed").count();
     assert_eq!(warnings(crate::operator::events_for(&client, &name).await), 0);
 
