@@ -201,9 +201,13 @@ impl Budgets {
 #[derive(Clone, Copy, Debug)]
 struct BudgetName(&'static str);
 
-/// Whether a request's operation changes something, carried likewise (see `reuse`).
-#[derive(Clone, Copy, Debug)]
-struct Writes(bool);
+/// A request's service and whether its operation changes something, carried likewise (see
+/// `reuse`).
+#[derive(Clone, Debug)]
+struct Operation {
+    service: String,
+    writes: bool,
+}
 
 /// Tags each request with its budget, and reports throttling answers to it.
 #[derive(Clone, Debug)]
@@ -245,8 +249,13 @@ impl Intercept for BudgetTag {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         context.request_mut().add_extension(BudgetName(budget_from(cfg)));
-        let writes = cfg.load::<Metadata>().is_none_or(|m| super::calls::is_write(m.name()));
-        context.request_mut().add_extension(Writes(writes));
+        let operation = match cfg.load::<Metadata>() {
+            Some(m) => {
+                Operation { service: m.service().to_ascii_lowercase(), writes: super::calls::is_write(m.name()) }
+            }
+            None => Operation { service: String::new(), writes: true },
+        };
+        context.request_mut().add_extension(operation);
         Ok(())
     }
 
@@ -298,9 +307,9 @@ struct BudgetedConnector {
 impl HttpConnector for BudgetedConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
         let budget = request.extension::<BudgetName>().map(|b| b.0).unwrap_or("other");
-        let writes = request.extension::<Writes>().is_none_or(|w| w.0);
+        let (service, writes) = request.extension::<Operation>().map_or(("", true), |o| (o.service.as_str(), o.writes));
         let plan = match reuse::current() {
-            Some(answers) => answers.plan(&request, writes),
+            Some(answers) => answers.plan(&request, service, writes),
             None => reuse::Plan::Send,
         };
         let keep = match plan {

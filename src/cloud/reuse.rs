@@ -1,7 +1,8 @@
 //! One verification reads each AWS setting once. Verifying a tenant reads its settings to
 //! converge them, then the controls read them again for the policy reports; within
 //! [`within`], a read that AWS already answered is answered again from that answer, as long as
-//! nothing was written since (any write, to any resource, forgets every answer of the scope).
+//! nothing was written to that service since (a write to IAM forgets every IAM answer of the
+//! scope, and so on; what one service answers does not depend on writes to another).
 //!
 //! The answers are kept in the HTTP connector ([`super::budget::BudgetedHttpClient`]) by request
 //! (method, URI, operation header and body), only for reads (Get*, Head*, List*, Describe*) and
@@ -25,6 +26,7 @@ pub(crate) const REUSED: &str = "x-imaging-tenant-operator-reused";
 /// A request as far as its answer depends on it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Key {
+    service: String,
     method: String,
     uri: String,
     /// `X-Amz-Target`, which names the operation of KMS's JSON protocol.
@@ -59,8 +61,9 @@ pub(crate) fn current() -> Option<Arc<Answers>> {
     SCOPE.try_with(Arc::clone).ok()
 }
 
-fn key_of(request: &HttpRequest) -> Option<Key> {
+fn key_of(request: &HttpRequest, service: &str) -> Option<Key> {
     Some(Key {
+        service: service.to_string(),
         method: request.method().to_string(),
         uri: request.uri().to_string(),
         target: request.headers().get("x-amz-target").map(str::to_string),
@@ -83,14 +86,15 @@ pub(crate) enum Plan {
 pub(crate) struct KeepKey(Key);
 
 impl Answers {
-    /// Decides about `request` (`write`: whether its operation changes something).
-    pub(crate) fn plan(self: &Arc<Self>, request: &HttpRequest, write: bool) -> Plan {
+    /// Decides about `request` to `service` (`write`: whether its operation changes something;
+    /// an unknown service is every service).
+    pub(crate) fn plan(self: &Arc<Self>, request: &HttpRequest, service: &str, write: bool) -> Plan {
         let mut answers = self.by_request.lock().expect("answers lock");
         if write {
-            answers.clear();
+            answers.retain(|key, _| !service.is_empty() && key.service != service);
             return Plan::Send;
         }
-        let Some(key) = key_of(request) else { return Plan::Send };
+        let Some(key) = key_of(request, service) else { return Plan::Send };
         match answers.get(&key) {
             Some(answer) => Plan::Reused(response(answer, true)),
             None => Plan::Keep(self.clone(), KeepKey(key)),
@@ -148,8 +152,12 @@ mod tests {
         r
     }
 
+    fn service_of(req: &HttpRequest) -> &'static str {
+        ["iam", "kms", "s3"].into_iter().find(|s| req.uri().contains(&format!("{s}."))).unwrap_or("")
+    }
+
     async fn answered(answers: &Arc<Answers>, req: &HttpRequest, status: u16, body: &str) {
-        match answers.plan(req, false) {
+        match answers.plan(req, service_of(req), false) {
             Plan::Keep(scope, key) => {
                 let aws = HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::from(body.to_string()));
                 let given = scope.keep(key, aws).await;
@@ -165,7 +173,7 @@ mod tests {
         let answers = Arc::new(Answers::default());
         let get_role = request("https://iam.amazonaws.com/", "Action=GetRole&RoleName=a");
         answered(&answers, &get_role, 200, "<GetRoleResponse/>").await;
-        match answers.plan(&get_role, false) {
+        match answers.plan(&get_role, "iam", false) {
             Plan::Reused(r) => {
                 assert!(is_reused(&r));
                 assert_eq!(r.body().bytes(), Some(&b"<GetRoleResponse/>"[..]));
@@ -174,11 +182,18 @@ mod tests {
         }
         // Another role is another request.
         let other = request("https://iam.amazonaws.com/", "Action=GetRole&RoleName=b");
-        assert!(matches!(answers.plan(&other, false), Plan::Keep(..)));
-        // A write forgets everything.
+        assert!(matches!(answers.plan(&other, "iam", false), Plan::Keep(..)));
+        // A write to another service forgets nothing; one to IAM forgets IAM's answers.
+        let put = request("https://s3.amazonaws.com/b?policy", "{}");
+        assert!(matches!(answers.plan(&put, "s3", true), Plan::Send));
+        assert!(matches!(answers.plan(&get_role, "iam", false), Plan::Reused(_)));
         let put = request("https://iam.amazonaws.com/", "Action=PutRolePolicy&RoleName=b");
-        assert!(matches!(answers.plan(&put, true), Plan::Send));
-        assert!(matches!(answers.plan(&get_role, false), Plan::Keep(..)));
+        assert!(matches!(answers.plan(&put, "iam", true), Plan::Send));
+        assert!(matches!(answers.plan(&get_role, "iam", false), Plan::Keep(..)));
+        // A write of an unknown service forgets everything.
+        answered(&answers, &get_role, 200, "<GetRoleResponse/>").await;
+        assert!(matches!(answers.plan(&put, "", true), Plan::Send));
+        assert!(matches!(answers.plan(&get_role, "iam", false), Plan::Keep(..)));
     }
 
     #[tokio::test]
@@ -186,16 +201,16 @@ mod tests {
         let answers = Arc::new(Answers::default());
         let policy = request("https://s3.amazonaws.com/b?policy", "");
         answered(&answers, &policy, 404, "<NoSuchBucketPolicy/>").await;
-        assert!(matches!(answers.plan(&policy, false), Plan::Reused(_)), "an absent setting is an answer");
+        assert!(matches!(answers.plan(&policy, "s3", false), Plan::Reused(_)), "an absent setting is an answer");
         let throttled = request("https://kms.amazonaws.com/", "{\"KeyId\":\"k\"}");
-        match answers.plan(&throttled, false) {
+        match answers.plan(&throttled, "kms", false) {
             Plan::Keep(scope, key) => {
                 let aws = HttpResponse::new(StatusCode::try_from(400).unwrap(), SdkBody::from("ThrottlingException"));
                 scope.keep(key, aws).await;
             }
             _ => panic!("a first read goes to AWS"),
         }
-        assert!(matches!(answers.plan(&throttled, false), Plan::Keep(..)), "a throttled read is asked again");
+        assert!(matches!(answers.plan(&throttled, "kms", false), Plan::Keep(..)), "a throttled read is asked again");
     }
 
     #[tokio::test]
