@@ -263,3 +263,25 @@ impl Progress for KeepIds {
         Ok(())
     }
 }
+
+/// Default encryption with S3's own keys (SSE-S3) instead of the tenant's KMS key: what drift
+/// tests put on a tenant bucket.
+pub fn s3_managed_encryption() -> aws_sdk_s3::types::ServerSideEncryptionConfiguration {
+    use aws_sdk_s3::types::{
+        ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
+        ServerSideEncryptionRule,
+    };
+    ServerSideEncryptionConfiguration::builder()
+        .rules(
+            ServerSideEncryptionRule::builder()
+                .apply_server_side_encryption_by_default(
+                    ServerSideEncryptionByDefault::builder()
+                        .sse_algorithm(ServerSideEncryption::Aes256)
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .build()
+        .unwrap()
+}

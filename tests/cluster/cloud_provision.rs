@@ -5,10 +5,7 @@
 use std::time::Instant;
 
 use crate::cloud_fixtures::*;
-use aws_sdk_s3::types::{
-    BucketVersioningStatus, ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
-    ServerSideEncryptionRule, Tag, Tagging, VersioningConfiguration,
-};
+use aws_sdk_s3::types::{BucketVersioningStatus, ServerSideEncryption, Tag, Tagging, VersioningConfiguration};
 use imaging_tenant_operator::cloud::{CloudIds, REPAIRED, Retirement, policy};
 use ito_test_support::{Moto, unique_name};
 use serde_json::{Value, json};
@@ -214,19 +211,7 @@ async fn drift_is_restored_and_each_repair_is_an_event() {
         .unwrap();
     kms.disable_key_rotation().key_id(key_id).send().await.unwrap();
     s3.delete_public_access_block().bucket(bucket).send().await.unwrap();
-    let aes = ServerSideEncryptionConfiguration::builder()
-        .rules(
-            ServerSideEncryptionRule::builder()
-                .apply_server_side_encryption_by_default(
-                    ServerSideEncryptionByDefault::builder()
-                        .sse_algorithm(ServerSideEncryption::Aes256)
-                        .build()
-                        .unwrap(),
-                )
-                .build(),
-        )
-        .build()
-        .unwrap();
+    let aes = crate::cloud_fixtures::s3_managed_encryption();
     s3.put_bucket_encryption().bucket(bucket).server_side_encryption_configuration(aes).send().await.unwrap();
     let mut trust = want.role.trust_policy.clone();
     trust["Statement"][0]["Condition"]["StringEquals"]

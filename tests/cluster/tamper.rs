@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use crate::cloud_fixtures::audit_bucket;
 use crate::operator::{Operator, create_tenant, events_for, wait_ready};
 use aws_sdk_s3::types::{
-    BucketVersioningStatus, PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
-    ServerSideEncryptionConfiguration, ServerSideEncryptionRule, VersioningConfiguration,
+    BucketVersioningStatus, PublicAccessBlockConfiguration, ServerSideEncryption, VersioningConfiguration,
 };
 use futures::StreamExt;
 use imaging_tenant_operator::cloud::policy;
@@ -262,19 +261,7 @@ async fn tampering_with_each_protected_setting_shows_in_the_report_until_the_ope
         .await;
 
     // Default encryption with S3's own keys instead of the tenant's.
-    let aes = ServerSideEncryptionConfiguration::builder()
-        .rules(
-            ServerSideEncryptionRule::builder()
-                .apply_server_side_encryption_by_default(
-                    ServerSideEncryptionByDefault::builder()
-                        .sse_algorithm(ServerSideEncryption::Aes256)
-                        .build()
-                        .unwrap(),
-                )
-                .build(),
-        )
-        .build()
-        .unwrap();
+    let aes = crate::cloud_fixtures::s3_managed_encryption();
     s3.put_bucket_encryption().bucket(&bucket).server_side_encryption_configuration(aes).send().await.unwrap();
     bench
         .measure("default encryption", &["ITO-S3-04", "ITO-S3-05"], true, || async {
