@@ -200,6 +200,7 @@ async fn main() {
     let aws_writes = delta("imaging_tenant_operator_aws_writes_total", "");
 
     let end_rss = memory_kib(operator.pid(), "VmRSS:");
+    let run_peak = memory_kib(operator.pid(), "VmHWM:");
     // The floor: for each budget, the requests the provisioning made over its rate; the
     // slowest budget bounds the time to Ready.
     let budget_requests: BTreeMap<String, f64> = {
@@ -256,7 +257,12 @@ async fn main() {
         read_floor(&before, &after)
     );
     println!("  AWS writes per reconcile                {:.2}", aws_writes / reconciles);
-    println!("  operator memory idle / peak (RSS)       {} MiB / {} MiB", idle_rss / 1024, busy_peak / 1024);
+    println!(
+        "  operator RSS idle / peak                {} MiB / {} MiB while provisioning, {} MiB over the run",
+        idle_rss / 1024,
+        busy_peak / 1024,
+        run_peak / 1024
+    );
     println!(
         "  floor implied by the request budgets    {floor:.1} s ({floor_budget}); measured / floor {:.2}",
         all_ready.as_secs_f64() / floor.max(f64::EPSILON)
@@ -283,7 +289,7 @@ async fn main() {
     for (verb, count) in &kube_by_verb {
         println!("    {verb:<40} {count:.0}");
     }
-    println!("  watch caches per tenant (JSON KiB as served / as cached, without managed fields):");
+    println!("  watch caches per tenant (JSON KiB as served / as cached: no managed fields, children no status):");
     for (kind, full, kept) in &caches {
         println!("    {kind:<40} {full:.1} / {kept:.1}");
     }
@@ -322,13 +328,14 @@ fn resync_interval() -> String {
 
 /// What each watch cache holds per tenant: the objects of each kind the operator caches, as the
 /// apiserver serializes them (JSON bytes per tenant) and as the cache keeps them (without
-/// managed fields). A proxy for the caches' share of the operator's memory.
+/// managed fields; the tenants' own objects without status too, kept as JSON text). A proxy for
+/// the caches' share of the operator's memory.
 async fn cache_sizes(client: &kube::Client, n: usize) -> Vec<(&'static str, f64, f64)> {
     use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, ServiceAccount};
     use k8s_openapi::api::networking::v1::NetworkPolicy;
     use k8s_openapi::api::rbac::v1::RoleBinding;
 
-    async fn per_tenant<K>(client: &kube::Client, selector: &str, n: usize) -> (&'static str, f64, f64)
+    async fn per_tenant<K>(client: &kube::Client, selector: &str, n: usize, status: bool) -> (&'static str, f64, f64)
     where
         K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
         K: 'static,
@@ -338,20 +345,24 @@ async fn cache_sizes(client: &kube::Client, n: usize) -> Vec<(&'static str, f64,
         for mut obj in api.list(&ListParams::default().labels(selector)).await.expect("list").items {
             full += serde_json::to_vec(&obj).map(|v| v.len()).unwrap_or(0);
             obj.meta_mut().managed_fields = None;
-            kept += serde_json::to_vec(&obj).map(|v| v.len()).unwrap_or(0);
+            let mut value = serde_json::to_value(&obj).unwrap_or_default();
+            if !status && let Some(fields) = value.as_object_mut() {
+                fields.remove("status");
+            }
+            kept += value.to_string().len();
         }
         let kind: &'static str = Box::leak(K::kind(&()).into_owned().into_boxed_str());
         (kind, full as f64 / 1024.0 / n as f64, kept as f64 / 1024.0 / n as f64)
     }
     let managed = "app.kubernetes.io/managed-by=imaging-tenant-operator";
     vec![
-        per_tenant::<ImagingTenant>(client, SHARD, n).await,
-        per_tenant::<Namespace>(client, managed, n).await,
-        per_tenant::<NetworkPolicy>(client, managed, n).await,
-        per_tenant::<RoleBinding>(client, managed, n).await,
-        per_tenant::<ResourceQuota>(client, managed, n).await,
-        per_tenant::<LimitRange>(client, managed, n).await,
-        per_tenant::<ServiceAccount>(client, managed, n).await,
+        per_tenant::<ImagingTenant>(client, SHARD, n, true).await,
+        per_tenant::<Namespace>(client, managed, n, false).await,
+        per_tenant::<NetworkPolicy>(client, managed, n, false).await,
+        per_tenant::<RoleBinding>(client, managed, n, false).await,
+        per_tenant::<ResourceQuota>(client, managed, n, false).await,
+        per_tenant::<LimitRange>(client, managed, n, false).await,
+        per_tenant::<ServiceAccount>(client, managed, n, false).await,
     ]
 }
 

@@ -1,11 +1,14 @@
 //! Prometheus metrics of the operator, served on `/metrics`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -14,8 +17,10 @@ use prometheus_client::registry::Registry;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
+use crate::api::condition;
 use crate::cloud::CallStats;
 use crate::cloud::budget::{BudgetStats, DEFAULTS};
+use crate::evidence::controls::Verdict;
 
 /// Every value a condition's status can take; each gets a series, 1 for the current one.
 const CONDITION_STATUSES: [&str; 3] = ["True", "False", "Unknown"];
@@ -36,13 +41,6 @@ pub(crate) struct ReadyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct ConditionLabels {
-    pub(crate) tenant: String,
-    pub(crate) condition: String,
-    pub(crate) status: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct VersionLabels {
     pub(crate) version: String,
 }
@@ -50,13 +48,6 @@ pub(crate) struct VersionLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct KubeRequestLabels {
     pub(crate) verb: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct ControlLabels {
-    pub(crate) tenant: String,
-    pub(crate) control: String,
-    pub(crate) result: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -100,17 +91,13 @@ pub(crate) struct Metrics {
     kubernetes_requests: Family<KubeRequestLabels, Counter>,
     watch_restarts: Counter,
     ready_by_tenant: Mutex<HashMap<String, bool>>,
-    conditions: Family<ConditionLabels, Gauge>,
-    /// By tenant UID: the tenant's name and the condition types exported for it.
-    conditions_by_tenant: Mutex<HashMap<String, (String, Vec<String>)>>,
     leader: Gauge,
     /// The AWS call counts already added to the counters.
     aws_exported: Mutex<CallStats>,
-    /// Families named without the operator's prefix: `imaging_tenant_control`.
-    tenant_registry: Mutex<Registry>,
-    controls: Family<ControlLabels, Gauge>,
-    /// Per tenant UID: the label sets of its controls now set, so stale ones can go.
-    controls_by_tenant: Mutex<HashMap<String, Vec<ControlLabels>>>,
+    /// `imaging_tenant_condition` and `imaging_tenant_control`.
+    tenant_series: Arc<TenantSeries>,
+    /// Length of the last exposition, so the next is written without growing its buffer.
+    last_encoded: AtomicUsize,
 }
 
 impl Default for Metrics {
@@ -124,12 +111,8 @@ impl Metrics {
         // The per-tenant families are named for the tenant (`imaging_tenant_*`), the operator's
         // own under `imaging_tenant_operator_`.
         let mut root = Registry::default();
-        let conditions = Family::<ConditionLabels, Gauge>::default();
-        root.register(
-            "imaging_tenant_condition",
-            "Status of each condition of each tenant: 1 for the status it has (True, False or Unknown), 0 for the others",
-            conditions.clone(),
-        );
+        let tenant_series = Arc::new(TenantSeries::default());
+        root.register_collector(Box::new(tenant_series.clone()));
         let registry = root.sub_registry_with_prefix("imaging_tenant_operator");
         let leader = Gauge::default();
         let build_info = Family::<VersionLabels, Gauge>::default();
@@ -196,13 +179,6 @@ impl Metrics {
         for ready in ["true", "false"] {
             tenants.get_or_create(&ReadyLabels { ready: ready.into() }).set(0);
         }
-        let mut tenant_registry = Registry::default();
-        let controls = Family::<ControlLabels, Gauge>::default();
-        tenant_registry.register(
-            "imaging_tenant_control",
-            "Result of each control of each tenant (docs/compliance.md): 1 for its current result (pass, fail, error, skip)",
-            controls.clone(),
-        );
         Metrics {
             registry: Mutex::new(root),
             drift_events,
@@ -216,13 +192,10 @@ impl Metrics {
             kubernetes_requests,
             watch_restarts,
             ready_by_tenant: Mutex::default(),
-            conditions,
-            conditions_by_tenant: Mutex::default(),
             leader,
             aws_exported: Mutex::default(),
-            tenant_registry: Mutex::new(tenant_registry),
-            controls,
-            controls_by_tenant: Mutex::default(),
+            tenant_series,
+            last_encoded: AtomicUsize::new(0),
         }
     }
 
@@ -305,62 +278,28 @@ impl Metrics {
         map.remove(uid);
         self.publish_ready(&map);
         drop(map);
-        self.tenant_controls(uid, "", &[]);
-        if let Some((name, types)) = self.conditions_by_tenant.lock().expect("lock").remove(uid) {
-            self.remove_conditions(&name, &types);
-        }
+        self.tenant_series.tenants.lock().expect("lock").remove(uid);
     }
 
-    /// The current result of every control of a tenant, as `(control ID, result)`.
-    pub(crate) fn tenant_controls(&self, uid: &str, tenant: &str, results: &[(&str, &str)]) {
-        let now: Vec<ControlLabels> = results
-            .iter()
-            .map(|(control, result)| ControlLabels {
-                tenant: tenant.to_string(),
-                control: control.to_string(),
-                result: result.to_string(),
-            })
-            .collect();
-        let mut by_tenant = self.controls_by_tenant.lock().expect("lock");
-        for stale in by_tenant.remove(uid).unwrap_or_default().iter().filter(|l| !now.contains(l)) {
-            self.controls.remove(stale);
-        }
-        for labels in &now {
-            self.controls.get_or_create(labels).set(1);
-        }
-        if !now.is_empty() {
-            by_tenant.insert(uid.to_string(), now);
-        }
+    /// The current result of every control of a tenant.
+    pub(crate) fn tenant_controls(&self, uid: &str, tenant: &str, results: &[(&'static str, Verdict)]) {
+        self.tenant_series.update(uid, tenant, |entry| entry.controls = results.to_vec());
     }
 
     /// The tenant's conditions as written to its status; types it no longer has are dropped.
     pub(crate) fn tenant_conditions(&self, uid: &str, name: &str, conditions: &[Condition]) {
-        let types: Vec<String> = conditions.iter().map(|c| c.type_.clone()).collect();
-        let mut by_tenant = self.conditions_by_tenant.lock().expect("lock");
-        if let Some((old_name, old_types)) = by_tenant.get(uid) {
-            let gone: Vec<String> =
-                old_types.iter().filter(|t| old_name != name || !types.contains(t)).cloned().collect();
-            self.remove_conditions(old_name, &gone);
-        }
-        for c in conditions {
-            for status in CONDITION_STATUSES {
-                let labels = ConditionLabels { tenant: name.into(), condition: c.type_.clone(), status: status.into() };
-                self.conditions.get_or_create(&labels).set(i64::from(c.status == status));
-            }
-        }
-        by_tenant.insert(uid.to_string(), (name.to_string(), types));
-    }
-
-    fn remove_conditions(&self, name: &str, types: &[String]) {
-        for type_ in types {
-            for status in CONDITION_STATUSES {
-                self.conditions.remove(&ConditionLabels {
-                    tenant: name.into(),
-                    condition: type_.clone(),
-                    status: status.into(),
-                });
-            }
-        }
+        self.tenant_series.update(uid, name, |entry| {
+            entry.conditions = conditions
+                .iter()
+                .map(|c| {
+                    let type_ = match condition::ALL.iter().find(|known| **known == c.type_) {
+                        Some(known) => Cow::Borrowed(*known),
+                        None => Cow::Owned(c.type_.clone()),
+                    };
+                    (type_, CONDITION_STATUSES.iter().position(|s| *s == c.status))
+                })
+                .collect();
+        });
     }
 
     /// Whether this replica holds the Lease (or runs without leader election) and reconciles.
@@ -376,15 +315,80 @@ impl Metrics {
 
     /// The text exposition format.
     pub(crate) fn encode(&self) -> String {
-        let mut out = String::new();
+        let last = self.last_encoded.load(Ordering::Relaxed);
+        let mut out = String::with_capacity(last + last / 16);
         use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let registry = self.registry.lock().expect("lock");
-        let tenant_registry = self.tenant_registry.lock().expect("lock");
         encode_registry(&mut out, &registry)
-            .and_then(|()| encode_registry(&mut out, &tenant_registry))
             .and_then(|()| encode_eof(&mut out))
             .expect("writing to a String cannot fail");
+        self.last_encoded.store(out.len(), Ordering::Relaxed);
         out
+    }
+}
+
+/// The per-tenant series, one small entry per tenant written out on each scrape. Kept as a
+/// `Family`, each of a tenant's ~80 series held its own label strings and gauge: ~21 KiB a
+/// tenant, against ~1 KiB here.
+#[derive(Debug, Default)]
+struct TenantSeries {
+    /// By tenant UID.
+    tenants: Mutex<BTreeMap<String, TenantEntry>>,
+}
+
+#[derive(Debug, Default)]
+struct TenantEntry {
+    name: Box<str>,
+    /// Each condition's type and status (an index in `CONDITION_STATUSES`; none if another).
+    conditions: Vec<(Cow<'static, str>, Option<usize>)>,
+    controls: Vec<(&'static str, Verdict)>,
+}
+
+impl TenantSeries {
+    /// Changes a tenant's entry; an entry left with no series goes.
+    fn update(&self, uid: &str, name: &str, change: impl FnOnce(&mut TenantEntry)) {
+        let mut tenants = self.tenants.lock().expect("lock");
+        let entry = tenants.entry(uid.to_string()).or_default();
+        if *entry.name != *name && !name.is_empty() {
+            entry.name = name.into();
+        }
+        change(entry);
+        if entry.conditions.is_empty() && entry.controls.is_empty() {
+            tenants.remove(uid);
+        }
+    }
+}
+
+impl Collector for TenantSeries {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let tenants = self.tenants.lock().expect("lock");
+        let mut family = encoder.encode_descriptor(
+            "imaging_tenant_condition",
+            "Status of each condition of each tenant: 1 for the status it has (True, False or Unknown), 0 for the others",
+            None,
+            MetricType::Gauge,
+        )?;
+        for t in tenants.values() {
+            for (type_, status) in &t.conditions {
+                for (i, s) in CONDITION_STATUSES.iter().enumerate() {
+                    let labels = [("tenant", &*t.name), ("condition", type_), ("status", s)];
+                    family.encode_family(&labels)?.encode_gauge(&i64::from(*status == Some(i)))?;
+                }
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "imaging_tenant_control",
+            "Result of each control of each tenant (docs/compliance.md): 1 for its current result (pass, fail, error, skip)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for t in tenants.values() {
+            for (control, result) in &t.controls {
+                let labels = [("tenant", &*t.name), ("control", control), ("result", result.as_str())];
+                family.encode_family(&labels)?.encode_gauge(&1i64)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -439,8 +443,8 @@ mod tests {
         m.kubernetes_request(&http::Request::patch("/api/v1/namespaces/x").body(()).unwrap());
         m.tenant_ready("u1", true);
         m.tenant_ready("u2", false);
-        m.tenant_controls("u1", "group-a", &[("ITO-S3-01", "fail"), ("ITO-S3-02", "pass")]);
-        m.tenant_controls("u1", "group-a", &[("ITO-S3-01", "pass"), ("ITO-S3-02", "pass")]);
+        m.tenant_controls("u1", "group-a", &[("ITO-S3-01", Verdict::Fail), ("ITO-S3-02", Verdict::Pass)]);
+        m.tenant_controls("u1", "group-a", &[("ITO-S3-01", Verdict::Pass), ("ITO-S3-02", Verdict::Pass)]);
         m.set_leader(true);
         m.tenant_conditions("u1", "group-a", &[condition("Ready", "True")]);
         let text = m.encode();

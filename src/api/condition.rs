@@ -45,6 +45,25 @@ pub const PARTS: [&str; 11] = [
     REPLICATION_CONFIGURED,
 ];
 
+/// Every condition type the operator writes.
+pub const ALL: [&str; 15] = [
+    NAMESPACES_READY,
+    NETWORK_ISOLATED,
+    ACCESS_BOUND,
+    QUOTA_APPLIED,
+    GUARDED,
+    IDENTITY_READY,
+    KEY_READY,
+    BUCKET_READY,
+    BUCKET_SECURED,
+    REPLICA_READY,
+    REPLICATION_CONFIGURED,
+    READY,
+    RECONCILING,
+    STALLED,
+    DELETION_BLOCKED,
+];
+
 /// A condition as the reconciler decides it, before timestamps and generation are attached.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verdict {

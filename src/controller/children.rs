@@ -4,12 +4,14 @@
 //! Applying is server-side apply of what differs from the cache, then removal of the tenant's
 //! labelled orphans of that kind (zookeeper-operator's cluster-resources idiom).
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt::Debug;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use futures::stream::BoxStream;
-use futures::{StreamExt, future};
+use futures::{StreamExt, TryStreamExt, future};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -65,8 +67,8 @@ macro_rules! child_kind_plumbing {
         /// here cost no API call.
         #[derive(Clone)]
         pub(crate) struct Stores {
-            pub(crate) namespaces: Store<DeserializeGuard<Namespace>>,
-            $(pub(crate) $field: Store<DeserializeGuard<$kind>>,)*
+            pub(crate) namespaces: Store<Cached<Namespace>>,
+            $(pub(crate) $field: Store<Cached<$kind>>,)*
         }
 
         impl Stores {
@@ -130,20 +132,20 @@ fn watch_kind<K>(
     client: &Client,
     selector: &str,
     metrics: &Arc<Metrics>,
-) -> (Store<DeserializeGuard<K>>, BoxStream<'static, Trigger>)
+) -> (Store<Cached<K>>, BoxStream<'static, Trigger>)
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let api: Api<DeserializeGuard<K>> = Api::all(client.clone());
     let (reader, writer) = reflector::store();
     let metrics = metrics.clone();
-    let watch = watcher(api, watcher::Config::default().labels(selector)).modify(prune);
+    let watch = watcher(api, watcher::Config::default().labels(selector)).map_ok(compact);
     let triggers = reflector::reflector(writer, watch)
         .default_backoff()
         .touched_objects()
         .filter_map(move |event| {
             future::ready(match event {
-                Ok(child) => tenant_of(&child),
+                Ok(child) => child.tenant.as_deref().map(ObjectRef::new),
                 Err(e) => {
                     metrics.watch_restarted();
                     warn!(kind = K::kind(&()).as_ref(), error = %e, "watch failed; restarting it with back-off");
@@ -155,21 +157,150 @@ where
     (reader, triggers)
 }
 
-/// What a cache keeps of an object: everything but its managed fields, which the comparison with
-/// the desired object never reads and which make up much of a server-side applied object.
+/// What a cache keeps of an object: its JSON without managed fields, kubectl's last applied
+/// configuration, creation time, generation or status (the comparison with the desired object
+/// reads none of them), parsed when it is looked at, and the few fields that pick it out. Kept parsed, an object takes about three times the memory of its JSON.
+pub(crate) struct Cached<K> {
+    name: Box<str>,
+    namespace: Option<Box<str>>,
+    /// The tenant named by its tenant label, whose reconcile a change of it triggers.
+    tenant: Option<Box<str>>,
+    /// Its tenant UID label: which tenant owns it.
+    tenant_uid: Option<Box<str>>,
+    /// None for an object that could not be read as `K`: to the operator it is not there.
+    json: Option<Box<str>>,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K> Clone for Cached<K> {
+    fn clone(&self) -> Self {
+        Cached {
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            tenant: self.tenant.clone(),
+            tenant_uid: self.tenant_uid.clone(),
+            json: self.json.clone(),
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K: Resource + Serialize + DeserializeOwned> Cached<K> {
+    fn new(object: DeserializeGuard<K>) -> Self {
+        let label = |meta: &kube::core::ObjectMeta, key: &str| {
+            meta.labels.as_ref().and_then(|l| l.get(key)).map(|v| v.as_str().into())
+        };
+        let (meta, json) = match object.0 {
+            Ok(mut obj) => {
+                let meta = obj.meta_mut();
+                prune_meta(meta);
+                meta.creation_timestamp = None;
+                meta.generation = None;
+                let mut value = serde_json::to_value(&obj).unwrap_or_default();
+                if let Some(fields) = value.as_object_mut() {
+                    fields.remove("status");
+                }
+                (obj.meta().clone(), Some(value.to_string().into_boxed_str()))
+            }
+            Err(invalid) => (invalid.metadata, None),
+        };
+        Cached {
+            name: meta.name.as_deref().unwrap_or_default().into(),
+            namespace: meta.namespace.as_deref().map(Into::into),
+            tenant: label(&meta, TENANT_LABEL),
+            tenant_uid: label(&meta, TENANT_UID_LABEL),
+            json,
+            kind: PhantomData,
+        }
+    }
+
+    /// The object as cached (see above: not all of it).
+    pub(crate) fn object(&self) -> Option<K> {
+        serde_json::from_str(self.json.as_deref()?).ok()
+    }
+
+    pub(crate) fn owned_by(&self, tenant_uid: &str) -> bool {
+        self.tenant_uid.as_deref() == Some(tenant_uid)
+    }
+}
+
+impl<K: Resource<DynamicType = ()>> reflector::Lookup for Cached<K> {
+    type DynamicType = ();
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        K::kind(&())
+    }
+
+    fn group(_: &()) -> Cow<'_, str> {
+        K::group(&())
+    }
+
+    fn version(_: &()) -> Cow<'_, str> {
+        K::version(&())
+    }
+
+    fn plural(_: &()) -> Cow<'_, str> {
+        K::plural(&())
+    }
+
+    fn name(&self) -> Option<Cow<'_, str>> {
+        Some(Cow::Borrowed(&self.name))
+    }
+
+    fn namespace(&self) -> Option<Cow<'_, str>> {
+        self.namespace.as_deref().map(Cow::Borrowed)
+    }
+
+    // A cache key needs neither; leaving them out keeps each key to its name and namespace.
+    fn resource_version(&self) -> Option<Cow<'_, str>> {
+        None
+    }
+
+    fn uid(&self) -> Option<Cow<'_, str>> {
+        None
+    }
+}
+
+/// A watch event with its object as the cache keeps it.
+fn compact<K: Resource + Serialize + DeserializeOwned>(
+    event: watcher::Event<DeserializeGuard<K>>,
+) -> watcher::Event<Cached<K>> {
+    match event {
+        watcher::Event::Apply(o) => watcher::Event::Apply(Cached::new(o)),
+        watcher::Event::Delete(o) => watcher::Event::Delete(Cached::new(o)),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitApply(o) => watcher::Event::InitApply(Cached::new(o)),
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    }
+}
+
+/// `kubectl apply` keeps a copy of what was applied in this annotation; no comparison reads it.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what no comparison reads from an object's metadata: managed fields (much of a
+/// server-side applied object) and kubectl's copy of the last applied configuration.
+fn prune_meta(meta: &mut kube::core::ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// What the tenants' cache keeps of a tenant: everything but its managed fields and kubectl's
+/// last applied configuration.
 pub(crate) fn prune<K: Resource>(object: &mut DeserializeGuard<K>) {
     match &mut object.0 {
-        Ok(obj) => obj.meta_mut().managed_fields = None,
-        Err(invalid) => invalid.metadata.managed_fields = None,
+        Ok(obj) => prune_meta(obj.meta_mut()),
+        Err(invalid) => prune_meta(&mut invalid.metadata),
     }
 }
 
 /// Waits for a cache's first full list. A store's readiness wakes only its latest waiter (the
 /// controller waits on its own store too), so poll again now and then instead of trusting one
 /// wake-up.
-pub(crate) async fn synced<K>(store: &Store<DeserializeGuard<K>>) -> bool
+pub(crate) async fn synced<K>(store: &Store<K>) -> bool
 where
-    K: Resource<DynamicType = ()> + Clone + 'static,
+    K: reflector::Lookup<DynamicType = ()> + Clone + 'static,
 {
     let kind = K::kind(&());
     loop {
@@ -185,16 +316,6 @@ where
             Err(_) => continue,
         }
     }
-}
-
-/// The tenant an object belongs to, by its tenant label, named without a namespace (tenants are
-/// cluster-scoped). A forged label only makes that tenant look again.
-fn tenant_of<K: Resource>(child: &DeserializeGuard<K>) -> Option<Trigger> {
-    let labels = match &child.0 {
-        Ok(obj) => obj.meta().labels.as_ref(),
-        Err(invalid) => invalid.metadata.labels.as_ref(),
-    };
-    labels.and_then(|l| l.get(TENANT_LABEL)).map(|name| ObjectRef::new(name))
 }
 
 /// What applying changed, for Events.
@@ -370,7 +491,7 @@ fn is_fresh<K: Resource>(obj: &K) -> bool {
 /// orphans there: objects labelled and owned by this tenant that are no longer desired.
 async fn converge_kind<K>(
     client: &Client,
-    store: &Store<DeserializeGuard<K>>,
+    store: &Store<Cached<K>>,
     tenant_uid: &str,
     namespaces: &BTreeSet<String>,
     wanted: &[K],
@@ -379,8 +500,7 @@ async fn converge_kind<K>(
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + Serialize + DeserializeOwned + Debug,
 {
-    let cached =
-        |ns: &str, name: &str| store.get(&ObjectRef::new(name).within(ns)).and_then(|g| g.0.as_ref().ok().cloned());
+    let cached = |ns: &str, name: &str| store.get(&ObjectRef::new(name).within(ns)).and_then(|c| c.object());
     for obj in wanted {
         let ns = obj.meta().namespace.clone().unwrap_or_default();
         if !namespaces.contains(&ns) {
@@ -391,12 +511,12 @@ where
     }
     let wanted_keys: BTreeSet<(String, String)> =
         wanted.iter().map(|o| (o.meta().namespace.clone().unwrap_or_default(), o.name_any())).collect();
-    for guard in &store.state() {
-        let Ok(obj) = &guard.0 else { continue };
-        let ns = obj.meta().namespace.clone().unwrap_or_default();
-        if !namespaces.contains(&ns) || !owned_by(obj, tenant_uid) {
+    for cached in &store.state() {
+        let ns = cached.namespace.as_deref().unwrap_or_default().to_string();
+        if !namespaces.contains(&ns) || !cached.owned_by(tenant_uid) {
             continue;
         }
+        let Some(obj) = &cached.object() else { continue };
         let api = Api::<K>::namespaced(client.clone(), &ns);
         if !wanted_keys.contains(&(ns.clone(), obj.name_any())) {
             match api.delete(&obj.name_any(), &DeleteParams::default()).await {
@@ -503,6 +623,46 @@ mod tests {
         let emptied = json!({"spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"], "egress": []}});
         assert!(foreign_policy_rules("NetworkPolicy", &emptied, &deny).is_empty(), "an empty list allows nothing");
         assert!(foreign_policy_rules("ResourceQuota", &widened, &deny).is_empty());
+    }
+
+    #[test]
+    fn the_cache_keeps_an_object_without_managed_fields_or_status() {
+        let quota: ResourceQuota = serde_json::from_value(json!({
+            "metadata": {
+                "name": "tenant-quota", "namespace": "group-a", "resourceVersion": "7",
+                "labels": {TENANT_LABEL: "group-a", TENANT_UID_LABEL: "u1"},
+                "managedFields": [{"manager": "imaging-tenant-operator", "operation": "Apply"}],
+            },
+            "spec": {"hard": {"requests.cpu": "8"}},
+            "status": {"hard": {"requests.cpu": "8"}, "used": {"requests.cpu": "0"}},
+        }))
+        .unwrap();
+        let cached = Cached::new(DeserializeGuard(Ok(quota)));
+        assert_eq!(cached.tenant.as_deref(), Some("group-a"));
+        assert!(cached.owned_by("u1") && !cached.owned_by("u2"));
+        let back = cached.object().expect("parses back");
+        assert_eq!(back.metadata.resource_version.as_deref(), Some("7"));
+        assert!(back.metadata.managed_fields.is_none());
+        assert!(back.status.is_none());
+        assert_eq!(back.spec.and_then(|s| s.hard).unwrap()["requests.cpu"].0, "8");
+        use kube::runtime::reflector::Lookup;
+        let key = cached.to_object_ref(());
+        assert_eq!(key, ObjectRef::new("tenant-quota").within("group-a"));
+        assert!(key.extra.resource_version.is_none(), "a key is only a name and a namespace");
+    }
+
+    #[test]
+    fn an_object_that_cannot_be_read_is_not_there_for_the_operator() {
+        let invalid: DeserializeGuard<ResourceQuota> = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "ResourceQuota",
+            "metadata": {"name": "q", "namespace": "group-a", "labels": {TENANT_UID_LABEL: "u1"}},
+            "spec": {"hard": "not a map"},
+        }))
+        .unwrap();
+        assert!(invalid.0.is_err());
+        let cached = Cached::new(invalid);
+        assert!(cached.object().is_none());
+        assert!(cached.owned_by("u1"), "its labels still say whose it is");
     }
 
     #[test]

@@ -76,7 +76,7 @@ pub(crate) async fn claim(
                 continue;
             }
             Claim::Owned { terminating: false } => {
-                let cached = stores.namespaces.get(&ObjectRef::new(&name)).and_then(|g| g.0.as_ref().ok().cloned());
+                let cached = stores.namespaces.get(&ObjectRef::new(&name)).and_then(|c| c.object());
                 let api = Api::all(client.clone());
                 match apply_one(&api, cached.as_ref(), ns, changes).await {
                     // Namespaces of earlier versions had an owner reference to the tenant.
@@ -122,7 +122,7 @@ pub(crate) fn reserved_by(ns: &str, own: &str, others: &[String]) -> Option<Stri
 /// First the cache of managed namespaces, then the apiserver (a namespace the operator does not
 /// manage is not in the cache).
 async fn look_up(client: &Client, stores: &Stores, tenant_uid: &str, name: &str) -> Result<Claim, Error> {
-    let cached = stores.namespaces.get(&ObjectRef::new(name)).and_then(|g| g.0.as_ref().ok().cloned());
+    let cached = stores.namespaces.get(&ObjectRef::new(name)).and_then(|c| c.object());
     let ns = match cached {
         Some(ns) => Some(ns),
         None => Api::<Namespace>::all(client.clone())
@@ -153,14 +153,7 @@ async fn create(client: &Client, ns: &Namespace, changes: &mut Changes) -> Resul
 
 /// The namespaces the cache shows as the tenant's and still managed, whatever the spec says now.
 pub(crate) fn labelled(stores: &Stores, tenant_uid: &str) -> Vec<Namespace> {
-    stores
-        .namespaces
-        .state()
-        .iter()
-        .filter_map(|g| g.0.as_ref().ok())
-        .filter(|ns| owned_by(*ns, tenant_uid))
-        .cloned()
-        .collect()
+    stores.namespaces.state().iter().filter(|c| c.owned_by(tenant_uid)).filter_map(|c| c.object()).collect()
 }
 
 /// The tenant's managed namespaces that the spec no longer lists and that are not being deleted.

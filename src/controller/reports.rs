@@ -42,10 +42,13 @@ pub(crate) const RECHECK_AFTER: Duration = Duration::from_secs(5);
 pub(crate) struct Reports {
     kinds: OnceCell<Vec<ReportKind>>,
     /// Per tenant UID: each control's last result.
-    last: Mutex<HashMap<String, HashMap<String, Verdict>>>,
+    last: Mutex<HashMap<String, Results>>,
     /// Per tenant UID: when the controls published as repaired are to be read again.
     recheck: Mutex<HashMap<String, Recheck>>,
 }
+
+/// Each control's result, by control ID.
+type Results = Box<[(&'static str, Verdict)]>;
 
 /// The controls published as repaired are read again `at`; what was repaired since is
 /// published then.
@@ -117,7 +120,7 @@ fn resource(kind: ReportKind) -> ApiResource {
 }
 
 /// The results a report in the cluster holds, by control ID.
-fn results_of(report: &Value) -> HashMap<String, Verdict> {
+fn results_of(report: &Value) -> Results {
     report["results"]
         .as_array()
         .into_iter()
@@ -130,7 +133,7 @@ fn results_of(report: &Value) -> HashMap<String, Verdict> {
                 "skip" => Verdict::Skip,
                 _ => return None,
             };
-            Some((r["policy"].as_str()?.to_string(), verdict))
+            Some((controls::control(r["policy"].as_str()?)?.id, verdict))
         })
         .collect()
 }
@@ -169,7 +172,7 @@ pub(crate) async fn publish(tenant: &ImagingTenant, ctx: &Context, detections: &
             recheck.insert(uid.clone(), Recheck { at: Instant::now() + RECHECK_AFTER, held: Vec::new() });
         }
     }
-    let results: Vec<(&str, &str)> = findings.iter().map(|f| (f.control.id, f.outcome.result.as_str())).collect();
+    let results: Vec<(&'static str, Verdict)> = findings.iter().map(|f| (f.control.id, f.outcome.result)).collect();
     ctx.metrics.tenant_controls(&uid, tenant.tenant_name(), &results);
 
     let mut previous = ctx.reports.last.lock().expect("reports lock").get(&uid).cloned();
@@ -198,19 +201,16 @@ pub(crate) async fn publish(tenant: &ImagingTenant, ctx: &Context, detections: &
         }
     }
     announce_failures(tenant, ctx, &findings, previous.as_ref()).await;
-    let now = findings.iter().map(|f| (f.control.id.to_string(), f.outcome.result)).collect();
+    let now = findings.iter().map(|f| (f.control.id, f.outcome.result)).collect();
     ctx.reports.last.lock().expect("reports lock").insert(uid, now);
 }
 
 /// A Warning Event for each control that fails (or cannot be judged) and did not before.
-async fn announce_failures(
-    tenant: &ImagingTenant,
-    ctx: &Context,
-    findings: &[Finding],
-    previous: Option<&HashMap<String, Verdict>>,
-) {
+async fn announce_failures(tenant: &ImagingTenant, ctx: &Context, findings: &[Finding], previous: Option<&Results>) {
     for f in findings.iter().filter(|f| matches!(f.outcome.result, Verdict::Fail | Verdict::Error)) {
-        if previous.and_then(|p| p.get(f.control.id)) == Some(&f.outcome.result) {
+        if previous.and_then(|p| p.iter().find(|(id, _)| *id == f.control.id)).map(|(_, v)| v)
+            == Some(&f.outcome.result)
+        {
             continue;
         }
         let paragraphs: Vec<&str> = f.control.hipaa.iter().map(|h| h.paragraph()).collect();

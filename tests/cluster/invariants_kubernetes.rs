@@ -437,6 +437,34 @@ async fn invariant_8_drift_is_restored_with_an_event() {
         if cpu.as_deref() == Some("8") { Ok(()) } else { Err(format!("{cpu:?}")) }
     })
     .await;
+    // Another object repaired is another Event, not a count on the binding's.
+    wait_event(&client, &name, "Repaired", &format!("ResourceQuota {name}/{}", desired::QUOTA)).await;
+
+    // The same repair again is counted into the first Event's series.
+    Api::<RoleBinding>::namespaced(cp.break_glass_client(), &name)
+        .patch("imaging-editors", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let binding = format!("RoleBinding {name}/imaging-editors");
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "default");
+    wait_for(Duration::from_secs(30), "the second repair of the binding counted into its Event", || async {
+        let repaired: Vec<_> = events
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name.as_str()))
+            .filter(|e| e.reason.as_deref() == Some("Repaired"))
+            .filter(|e| e.note.as_deref().is_some_and(|n| n.contains(&binding)))
+            .map(|e| e.series.map(|s| s.count))
+            .collect();
+        match repaired.as_slice() {
+            [Some(count)] if *count >= 2 => Ok(()),
+            other => Err(format!("Repaired Events of the binding, by series count: {other:?}")),
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
