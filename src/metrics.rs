@@ -292,10 +292,11 @@ impl Metrics {
             entry.conditions = conditions
                 .iter()
                 .map(|c| {
-                    let type_ = match condition::ALL.iter().find(|known| **known == c.type_) {
-                        Some(known) => Cow::Borrowed(*known),
-                        None => Cow::Owned(c.type_.clone()),
-                    };
+                    let type_ =
+                        match condition::PARTS.iter().chain(&condition::OVERALL).find(|known| **known == c.type_) {
+                            Some(known) => Cow::Borrowed(*known),
+                            None => Cow::Owned(c.type_.clone()),
+                        };
                     (type_, CONDITION_STATUSES.iter().position(|s| *s == c.status))
                 })
                 .collect();

@@ -45,24 +45,8 @@ pub const PARTS: [&str; 11] = [
     REPLICATION_CONFIGURED,
 ];
 
-/// Every condition type the operator writes.
-pub const ALL: [&str; 15] = [
-    NAMESPACES_READY,
-    NETWORK_ISOLATED,
-    ACCESS_BOUND,
-    QUOTA_APPLIED,
-    GUARDED,
-    IDENTITY_READY,
-    KEY_READY,
-    BUCKET_READY,
-    BUCKET_SECURED,
-    REPLICA_READY,
-    REPLICATION_CONFIGURED,
-    READY,
-    RECONCILING,
-    STALLED,
-    DELETION_BLOCKED,
-];
+/// The condition types about the tenant as a whole; with `PARTS`, every type the operator writes.
+pub const OVERALL: [&str; 4] = [READY, RECONCILING, STALLED, DELETION_BLOCKED];
 
 /// A condition as the reconciler decides it, before timestamps and generation are attached.
 #[derive(Clone, Debug, PartialEq, Eq)]
