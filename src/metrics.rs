@@ -350,7 +350,7 @@ impl TenantSeries {
     fn update(&self, uid: &str, name: &str, change: impl FnOnce(&mut TenantEntry)) {
         let mut tenants = self.tenants.lock().expect("lock");
         let entry = tenants.entry(uid.to_string()).or_default();
-        if *entry.name != *name && !name.is_empty() {
+        if *entry.name != *name {
             entry.name = name.into();
         }
         change(entry);

@@ -159,7 +159,8 @@ where
 
 /// What a cache keeps of an object: its JSON without managed fields, kubectl's last applied
 /// configuration, creation time, generation or status (the comparison with the desired object
-/// reads none of them), parsed when it is looked at, and the few fields that pick it out. Kept parsed, an object takes about three times the memory of its JSON.
+/// reads none of them), parsed when it is looked at, and the few fields that pick it out. Kept
+/// parsed, an object takes about three times the memory of its JSON.
 pub(crate) struct Cached<K> {
     name: Box<str>,
     namespace: Option<Box<str>>,
@@ -187,10 +188,7 @@ impl<K> Clone for Cached<K> {
 
 impl<K: Resource + Serialize + DeserializeOwned> Cached<K> {
     fn new(object: DeserializeGuard<K>) -> Self {
-        let label = |meta: &kube::core::ObjectMeta, key: &str| {
-            meta.labels.as_ref().and_then(|l| l.get(key)).map(|v| v.as_str().into())
-        };
-        let (meta, json) = match object.0 {
+        let json = match object.0 {
             Ok(mut obj) => {
                 let meta = obj.meta_mut();
                 prune_meta(meta);
@@ -200,16 +198,21 @@ impl<K: Resource + Serialize + DeserializeOwned> Cached<K> {
                 if let Some(fields) = value.as_object_mut() {
                     fields.remove("status");
                 }
-                (obj.meta().clone(), Some(value.to_string().into_boxed_str()))
+                Ok((obj, value.to_string().into_boxed_str()))
             }
-            Err(invalid) => (invalid.metadata, None),
+            Err(invalid) => Err(invalid.metadata),
         };
+        let meta = match &json {
+            Ok((obj, _)) => obj.meta(),
+            Err(meta) => meta,
+        };
+        let label = |key: &str| meta.labels.as_ref().and_then(|l| l.get(key)).map(|v| v.as_str().into());
         Cached {
             name: meta.name.as_deref().unwrap_or_default().into(),
             namespace: meta.namespace.as_deref().map(Into::into),
-            tenant: label(&meta, TENANT_LABEL),
-            tenant_uid: label(&meta, TENANT_UID_LABEL),
-            json,
+            tenant: label(TENANT_LABEL),
+            tenant_uid: label(TENANT_UID_LABEL),
+            json: json.ok().map(|(_, text)| text),
             kind: PhantomData,
         }
     }
